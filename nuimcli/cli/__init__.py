@@ -1,0 +1,84 @@
+"""The ``nuim`` command: one Typer app; each subcommand lives in its own module of this package.
+
+Modules here only parse arguments and render results (rich tables, ``--json``); the work
+is done by the library (``nuimcli.data``, ``nuimcli.models``, ``nuimcli.engine``, ``nuimcli.zoo``).
+:func:`main` turns a :class:`~nuimcli.errors.UserError` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from nuimcli.errors import PartialFailure, UserError
+from nuimcli.utils.progress import err_console
+
+app = typer.Typer(
+    name="nuim",
+    help="nuImages instance segmentation: convert, train, eval, predict and the model zoo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """nuImages instance segmentation: convert, train, eval, predict and the model zoo."""
+
+
+# Options that, as in the reference tools (argparse nargs='+'), take several values after one
+# flag: `--version v1.0-train v1.0-val`. Click needs the flag repeated; main() rewrites argv.
+MULTI_VALUE_OPTIONS = {"--version"}
+
+
+def expand_multi_value_options(argv: list[str], options: set[str] = MULTI_VALUE_OPTIONS) -> list[str]:
+    """Rewrite ``--opt a b c`` into ``--opt a --opt b --opt c`` for the options in ``options``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            out.extend(argv[i:])
+            break
+        if tok in options:
+            i += 1
+            values = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            if not values:
+                out.append(tok)  # let click report the missing value
+            for v in values:
+                out.extend([tok, v])
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def _register_commands() -> None:
+    # Each module adds its command(s) to `app` on import.
+    from nuimcli.cli import presets_cmd  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``nuim`` console script (and ``python -m nuimcli``)."""
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    _register_commands()
+    try:
+        # Standalone mode: typer/click handle --help, usage errors (exit 2) and typer.Exit
+        # themselves; our own exceptions pass through to here.
+        app(args=args, prog_name="nuim")
+    except UserError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        sys.exit(e.exit_code)
+    except PartialFailure as e:
+        err_console.print(f"[bold yellow]some items failed:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)

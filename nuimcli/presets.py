@@ -1,0 +1,448 @@
+"""Presets: one YAML file per row of the mmdetection3d nuImages results table.
+
+A preset is data: it names the architecture, the data pipeline settings, the schedule, the
+initialisation and the table row (released checkpoint, hash, numbers). Shared settings are
+written once: a file may name ``base: <other preset>`` and then holds only its differences
+(deep-merged, the child wins). Files whose name starts with ``_`` are bases, not listed.
+
+Loading validates every key and type against the dataclasses below; a mistake is a
+:class:`~nuimcli.errors.UserError` naming the file and the dotted key.
+``--set key=value`` overrides go through :func:`apply_overrides` and the same validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from nuimcli import CLASSES
+from nuimcli.errors import UserError
+
+PYTORCH_MEAN = [123.675, 116.28, 103.53]
+PYTORCH_STD = [58.395, 57.12, 57.375]
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet / ResNeXt backbone as mmdet builds it."""
+
+    depth: int = 50  #: 18, 34, 50, 101 (152 accepted by the builder)
+    style: str = "pytorch"  #: "pytorch" (stride on the 3x3) or "caffe" (stride on the first 1x1)
+    groups: int = 1  #: ResNeXt cardinality (1 = plain ResNet)
+    base_width: int = 64  #: ResNeXt bottleneck base width (64 = plain ResNet)
+    dcn_stages: list[bool] = field(default_factory=lambda: [False, False, False, False])
+    frozen_stages: int = 1  #: stem + layer1..layerN get no gradient and stay in eval mode
+    norm_eval: bool = True  #: every BN keeps its running statistics during training
+    norm_requires_grad: bool = True  #: BN affine parameters train (False for the caffe rows)
+    zero_init_residual: bool = True  #: last BN of each block starts at 0 when not pretrained
+
+
+@dataclass
+class RPNConfig:
+    """RPN head, anchors, train targets and proposal settings."""
+
+    feat_channels: int = 256
+    anchor_scales: list[float] = field(default_factory=lambda: [8.0])
+    anchor_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    anchor_strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    loss_bbox: str = "l1"  #: "l1" or "smooth_l1"
+    smooth_l1_beta: float = 1.0 / 9.0
+    allowed_border: int = -1  #: -1 keeps every anchor; 0 ignores anchors crossing the border
+    pos_iou_thr: float = 0.7
+    neg_iou_thr: float = 0.3
+    min_pos_iou: float = 0.3
+    match_low_quality: bool = True
+    num_samples: int = 256
+    pos_fraction: float = 0.5
+    train_nms_pre: int = 2000
+    train_max_per_img: int = 1000
+    test_nms_pre: int = 1000
+    test_max_per_img: int = 1000
+    nms_iou: float = 0.7
+    min_bbox_size: float = 0.0
+
+
+@dataclass
+class RoIConfig:
+    """Box and mask heads of every stage, their train targets and the test-time post-processing."""
+
+    num_stages: int = 1
+    fc_out_channels: int = 1024
+    roi_feat_size: int = 7
+    mask_roi_size: int = 14
+    mask_num_convs: int = 4
+    finest_scale: int = 56
+    featmap_strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    reg_class_agnostic: bool = False
+    target_stds: list[list[float]] = field(default_factory=lambda: [[0.1, 0.1, 0.2, 0.2]])
+    stage_iou_thrs: list[float] = field(default_factory=lambda: [0.5])
+    stage_loss_weights: list[float] = field(default_factory=lambda: [1.0])
+    match_low_quality: bool = True
+    loss_bbox: str = "l1"  #: "l1" or "smooth_l1"
+    smooth_l1_beta: float = 1.0
+    num_samples: int = 512
+    pos_fraction: float = 0.25
+    mask_size: int = 28
+    interleaved: bool = False  #: HTC: masks trained on boxes refined by the same stage
+    mask_info_flow: bool = False  #: HTC: each mask head gets the previous heads' features
+    score_thr: float = 0.05
+    nms_iou: float = 0.5
+    max_per_img: int = 100
+    mask_thr_binary: float = 0.5
+
+
+@dataclass
+class SemanticConfig:
+    """HTC's FusedSemanticHead (absent unless ``enabled``)."""
+
+    enabled: bool = False
+    num_classes: int = 32
+    num_convs: int = 4
+    fusion_level: int = 1
+    ignore_label: int = 0
+    loss_weight: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    """Everything :func:`nuimcli.models.build.build_model` reads."""
+
+    detector: str = "mask_rcnn"  #: "mask_rcnn", "cascade_mask_rcnn" or "htc"
+    num_classes: int = 10
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn_channels: int = 256
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi: RoIConfig = field(default_factory=RoIConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+
+@dataclass
+class DataConfig:
+    """Data pipeline: scales, flip, normalisation, padding and loader sizes."""
+
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    train_scales: list[list[int]] = field(default_factory=lambda: [[1280, 720], [1920, 1080]])
+    multiscale_mode: str = "range"  #: "range" (sample between two scales) or "value" (pick one)
+    test_scale: list[int] = field(default_factory=lambda: [1600, 900])
+    flip_ratio: float = 0.5
+    mean: list[float] = field(default_factory=lambda: list(PYTORCH_MEAN))
+    std: list[float] = field(default_factory=lambda: list(PYTORCH_STD))
+    to_rgb: bool = True
+    size_divisor: int = 32
+    semantic_scale: float = 0.125  #: HTC: the semantic label map is rescaled to P3
+    samples_per_gpu: int = 2
+    workers_per_gpu: int = 2
+
+
+@dataclass
+class ScheduleConfig:
+    """Optimiser and learning-rate schedule (lr is for ``base_batch_size`` images per iteration)."""
+
+    epochs: int = 12
+    lr_steps: list[int] = field(default_factory=lambda: [8, 11])
+    lr: float = 0.02
+    base_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class InitConfig:
+    """Where initial weights come from."""
+
+    pretrained: Optional[str] = None  #: "torchvision://resnet50", "open-mmlab://..." or None
+    pretrained_url: Optional[str] = None  #: the file that string resolves to
+    load_from: Optional[str] = None  #: URL of a COCO-pretrained mmdet detector checkpoint
+
+
+@dataclass
+class ReleaseConfig:
+    """The preset's row of the results table and its released files."""
+
+    row: int = 0
+    config: str = ""  #: the mmdet3d v0.x config name (also the release folder and file stem)
+    pretrain: str = "IN"
+    schedule: str = "1x"
+    mem_gb: Optional[float] = None
+    box_ap: Optional[float] = None
+    mask_ap: Optional[float] = None
+    checkpoint_url: Optional[str] = None
+    hash8: Optional[str] = None  #: first 8 hex digits of the file's SHA-256
+    log_url: Optional[str] = None
+
+
+@dataclass
+class Preset:
+    """A fully resolved preset."""
+
+    name: str
+    description: str = ""
+    arch: Optional[str] = None  #: state-dict manifest this preset's model must equal
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    release: Optional[ReleaseConfig] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (what ``preset.yaml`` and checkpoint ``meta`` store)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def has_release(self) -> bool:
+        """True when the row links a released checkpoint file."""
+        return self.release is not None and bool(self.release.checkpoint_url)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def presets_dir() -> Path:
+    """The folder holding the preset YAML files.
+
+    Installed, it is the package ``nuimcli._presets``; run from a source checkout whose
+    ``nuimcli`` shadows the installed one, it is the checkout's top-level ``presets/``.
+    """
+    source = Path(__file__).resolve().parent.parent / "presets"
+    try:
+        return Path(str(resources.files("nuimcli._presets")))
+    except ModuleNotFoundError:
+        return source
+
+
+def _preset_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(presets_dir().glob("*.yaml"))}
+
+
+def list_presets() -> list[str]:
+    """Names of all public presets (bases, whose names start with ``_``, excluded), sorted by table row."""
+    names = [n for n in _preset_files() if not n.startswith("_")]
+    presets = [load_preset(n) for n in names]
+    return [p.name for p in sorted(presets, key=lambda p: (p.release is None, p.release.row if p.release else 0, p.name))]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a preset must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _raw_preset(name: str, files: dict[str, Path], chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    if name not in files:
+        public = [n for n in files if not n.startswith("_")]
+        raise UserError(f"unknown preset '{name}'{_suggest(name, public)}; `nuim presets` lists them")
+    if name in chain:
+        raise UserError(f"{files[name]}: 'base' chain loops: {' -> '.join(chain + (name,))}")
+    path = files[name]
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise UserError(f"{path}: base: must be a preset name (a string)")
+        base_raw, _ = _raw_preset(base, files, chain + (name,))
+        base_raw.pop("name", None)
+        base_raw.pop("description", None)
+        raw = _deep_merge(base_raw, raw)
+    return raw, path
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset:
+    """Load, merge and validate a preset by name (or from a YAML file path), applying ``key=value`` overrides."""
+    files = _preset_files()
+    path = Path(name_or_path)
+    if name_or_path not in files and path.suffix in (".yaml", ".yml") and path.exists():
+        raw = _read_yaml(path)
+        base = raw.pop("base", None)
+        if base is not None:
+            base_raw, _ = _raw_preset(str(base), files)
+            base_raw.pop("description", None)
+            raw = _deep_merge(base_raw, raw)
+        raw.setdefault("name", path.stem)
+        source = str(path)
+    else:
+        raw, fpath = _raw_preset(name_or_path, files)
+        raw.setdefault("name", name_or_path)
+        source = str(fpath)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += " (with --set overrides)"
+    return preset_from_dict(raw, source)
+
+
+def preset_from_dict(raw: dict[str, Any], source: str = "<preset>") -> Preset:
+    """Validate a plain dict (e.g. from a checkpoint's meta) into a :class:`Preset`."""
+    preset = _build(Preset, raw, source, "")
+    validate_semantics(preset, source)
+    return preset
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` strings (values parsed as YAML) to a raw preset dict.
+
+    The key must exist in the preset schema; the result is validated by the caller.
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. schedule.lr=0.01")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        _check_schema_path(parts, item)
+        node = out
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def _check_schema_path(parts: list[str], item: str) -> None:
+    cls: Any = Preset
+    for i, p in enumerate(parts):
+        cls = _unwrap_optional(cls)
+        if not dataclasses.is_dataclass(cls):
+            raise UserError(f"--set {item!r}: '{'.'.join(parts[:i])}' has no sub-keys")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if p not in fields:
+            prefix = ".".join(parts[:i])
+            opts = [f"{prefix}.{n}" if prefix else n for n in fields]
+            raise UserError(f"--set {item!r}: unknown preset key '{'.'.join(parts[: i + 1])}'{_suggest('.'.join(parts[: i + 1]), opts)}")
+        cls = _hints(cls)[p]
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return f"list of {_type_name(arg)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(tp: Any, value: Any, source: str, key: str) -> Any:
+    where = f"{source}: {key or '<top level>'}"
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _build(non_none[0], value, source, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = _hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        kwargs = {}
+        for k, v in value.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in hints:
+                raise UserError(f"{source}: {sub}: unknown key{_suggest(str(k), names)}")
+            kwargs[k] = _build(hints[k], v, source, sub)
+        try:
+            return tp(**kwargs)
+        except TypeError as e:  # a required field is missing
+            raise UserError(f"{where}: {e}") from None
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return [_build(arg, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported preset field type {tp!r} at {key}")  # a schema bug, not user input
+
+
+_DETECTORS = ("mask_rcnn", "cascade_mask_rcnn", "htc")
+_STYLES = ("pytorch", "caffe")
+
+
+def validate_semantics(preset: Preset, source: str = "") -> None:
+    """Checks across fields that types alone cannot express (enumerations, list lengths)."""
+    src = source or preset.name
+    m = preset.model
+    if m.detector not in _DETECTORS:
+        raise UserError(f"{src}: model.detector: must be one of {', '.join(_DETECTORS)}, got {m.detector!r}")
+    if m.backbone.style not in _STYLES:
+        raise UserError(f"{src}: model.backbone.style: must be pytorch or caffe, got {m.backbone.style!r}")
+    if len(m.backbone.dcn_stages) != 4:
+        raise UserError(f"{src}: model.backbone.dcn_stages: needs 4 entries (one per stage)")
+    n = m.roi.num_stages
+    for k in ("target_stds", "stage_iou_thrs", "stage_loss_weights"):
+        if len(getattr(m.roi, k)) != n:
+            raise UserError(f"{src}: model.roi.{k}: needs {n} entries (model.roi.num_stages)")
+    if m.semantic.enabled and m.detector != "htc":
+        raise UserError(f"{src}: model.semantic.enabled: only HTC has a semantic head")
+    if len(preset.data.classes) != m.num_classes:
+        raise UserError(f"{src}: data.classes: {len(preset.data.classes)} names for model.num_classes={m.num_classes}")
+    if preset.data.multiscale_mode not in ("range", "value"):
+        raise UserError(f"{src}: data.multiscale_mode: must be range or value")
+    if len(preset.data.test_scale) != 2 or any(len(s) != 2 for s in preset.data.train_scales):
+        raise UserError(f"{src}: data scales are [width, height] pairs")
