@@ -1,0 +1,1 @@
+"""nuImages data: tables, conversion to COCO, synthetic data, datasets and transforms."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction loops built on the model core."""

@@ -1,0 +1,1 @@
+"""The detectors: backbones, FPN, RPN, RoI heads, assembly from a preset, checkpoints."""
