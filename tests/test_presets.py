@@ -132,7 +132,7 @@ def test_presets_are_found_after_a_non_editable_install(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(repo)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(repo)],
         check=True, capture_output=True,
     )
     code = "import nuimcli.presets as p; print(p.presets_dir()); print(len(p.list_presets()))"
