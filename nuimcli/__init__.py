@@ -20,3 +20,18 @@ CLASSES = (
     "traffic_cone",
     "barrier",
 )
+
+
+def load(name_or_path, preset=None, device="cpu"):
+    """Load a detector ready for inference: ``nuimcli.load(name_or_path).predict(images)``.
+
+    ``name_or_path`` is a checkpoint file (ours, a released mmdetection3d nuImages file, or any
+    mmdet file of a preset's architecture) or a zoo name (a preset with a released checkpoint,
+    downloaded and verified on first use). ``preset`` names the preset when the file cannot tell
+    (a foreign mmdet checkpoint). Returns a :class:`nuimcli.models.detector.Detector` in eval mode
+    on ``device``; its ``predict`` takes BGR uint8 arrays or image paths.
+    """
+    # Imported here so `import nuimcli` (and the CLI's startup) stays light: no torch import.
+    from nuimcli.models.checkpoints import load_detector
+
+    return load_detector(name_or_path, preset_name=preset, device=device)
