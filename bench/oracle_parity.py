@@ -1,0 +1,233 @@
+"""DEV-ONLY parity check against real mmdet (the oracle in ../shared/oracle). Not a test, not shipped.
+
+For each architecture (one preset per distinct state-dict manifest): build our model, draw
+seeded random weights with BN statistics calibrated on the image (bench/_model_init.py), save it
+with our ``save_checkpoint`` (mmdet format), run the oracle's ``predict.py`` (mmdet 3.3.0 in its
+own venv, with mmdet 2.x's HTC mask merge) on the same image, and compare:
+
+* backbone C2..C5 and FPN P2..P6 features (max abs difference, relative to the tensor's max);
+* detections: one-to-one matching of the top-100 (same label, greedy by score), max box
+  difference (px), max score difference, min mask IoU; unmatched counts on each side.
+
+Targets (issue 4): boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99, all matched.
+
+    /work/venv/bin/python bench/oracle_parity.py                    # all 10 architectures
+    /work/venv/bin/python bench/oracle_parity.py --arch mask-rcnn_r50_fpn_1x_nuim --width 800 --height 450
+    /work/venv/bin/python bench/oracle_parity.py --features-only     # backbone + FPN only
+
+The project never imports mmdet; this script only runs the oracle as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _model_init import calibrate_bn, randomize, synthetic_image  # noqa: E402
+
+from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor  # noqa: E402
+from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
+from nuimcli.presets import list_presets, load_preset  # noqa: E402
+
+DEFAULT_ORACLE = Path.home() / ".cache/nuim-oracle/venv/bin/python"
+ORACLE_PREDICT = Path("/work/shared/oracle/predict.py")
+
+
+def arch_presets() -> dict[str, str]:
+    """architecture (manifest name) -> the first preset (table order) that names it."""
+    out: dict[str, str] = {}
+    for name in list_presets():
+        p = load_preset(name)
+        if p.arch and p.arch not in out:
+            out[p.arch] = name
+    return out
+
+
+class _BackboneNeck(nn.Module):
+    def __init__(self, preset):
+        super().__init__()
+        from nuimcli.models.build import build_backbone, build_neck
+
+        self.backbone = build_backbone(preset.model.backbone)
+        self.neck = build_neck(self.backbone.out_channels, preset.model.fpn_channels)
+
+
+def build(preset, features_only: bool) -> nn.Module:
+    if features_only:
+        return _BackboneNeck(preset)
+    from nuimcli.models.build import build_model
+
+    return build_model(preset)
+
+
+def preprocess(img: np.ndarray, preset) -> torch.Tensor:
+    d = preset.data
+    resized, _ = resize_keep_ratio(img, d.test_scale)
+    return pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))], d.size_divisor)
+
+
+def run_oracle(python: Path, arch: str, ckpt: Path, image: Path, out_json: Path, feats: Path) -> float:
+    t0 = time.perf_counter()
+    cmd = [str(python), str(ORACLE_PREDICT), arch, str(ckpt), str(image), "--out", str(out_json), "--dump-features", str(feats)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"oracle failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def compare_features(ours: dict[str, torch.Tensor], theirs: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """name -> (max abs diff, max abs diff / max abs value)."""
+    out = {}
+    for k, t in ours.items():
+        a = t.detach().numpy()
+        b = theirs[k]
+        if a.shape != b.shape:
+            out[k] = (float("inf"), float("inf"))
+            continue
+        d = float(np.abs(a - b).max())
+        out[k] = (d, d / max(float(np.abs(b).max()), 1e-12))
+    return out
+
+
+def _rle_decode(m: dict) -> np.ndarray:
+    from pycocotools import mask as mask_util
+
+    return mask_util.decode({"size": m["size"], "counts": m["counts"].encode()}).astype(bool)
+
+
+def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
+    """Greedy one-to-one matching by score (same label, nearest box); stats over matched pairs."""
+    ob = np.asarray(pred.boxes, dtype=np.float64).reshape(-1, 4)
+    os_ = np.asarray(pred.scores, dtype=np.float64)
+    ol = np.asarray(pred.labels)
+    used = np.zeros(len(ob), bool)
+    box_d, score_d, ious, unmatched_theirs = [], [], [], 0
+    for d in sorted(theirs, key=lambda d: -d["score"]):
+        tb = np.asarray(d["bbox"], dtype=np.float64)
+        cand = np.where((~used) & (ol == d["label"]))[0]
+        if len(cand) == 0:
+            unmatched_theirs += 1
+            continue
+        diffs = np.abs(ob[cand] - tb).max(1) + 1e3 * np.abs(os_[cand] - d["score"])
+        j = cand[int(np.argmin(diffs))]
+        bd = float(np.abs(ob[j] - tb).max())
+        if bd > match_px:
+            unmatched_theirs += 1
+            continue
+        used[j] = True
+        box_d.append(bd)
+        score_d.append(abs(float(os_[j]) - d["score"]))
+        if pred.masks is not None and "mask" in d:
+            a, b = pred.masks[j], _rle_decode(d["mask"])
+            union = np.logical_or(a, b).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    return dict(
+        ours=len(ob),
+        theirs=len(theirs),
+        matched=len(box_d),
+        unmatched_ours=int((~used).sum()),
+        unmatched_theirs=unmatched_theirs,
+        max_box_px=max(box_d) if box_d else float("nan"),
+        max_score=max(score_d) if score_d else float("nan"),
+        min_mask_iou=min(ious) if ious else float("nan"),
+        mean_mask_iou=float(np.mean(ious)) if ious else float("nan"),
+    )
+
+
+def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, args, work: Path) -> dict:
+    preset = load_preset(preset_name, args.set or None)
+    torch.manual_seed(args.seed)
+    model = build(preset, args.features_only)
+    randomize(model, seed=args.seed)
+    x = preprocess(img, preset)
+    calibrate_bn(model.backbone, x)
+    model.eval()
+    ckpt = work / f"{arch}.pth"
+    save_checkpoint(ckpt, model, preset)
+    out_json, feats_npz = work / f"{arch}.json", work / f"{arch}.npz"
+    t_oracle = run_oracle(args.oracle_python, arch, ckpt, image_path, out_json, feats_npz)
+    theirs_feats = dict(np.load(feats_npz))
+    with torch.no_grad():
+        c = model.backbone(x)
+        p = model.neck(c)
+    ours_feats = {f"backbone.{i}": t for i, t in enumerate(c)} | {f"neck.{i}": t for i, t in enumerate(p)}
+    res: dict = dict(arch=arch, preset=preset_name, oracle_s=round(t_oracle, 1), features=compare_features(ours_feats, theirs_feats))
+    if not args.features_only:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            pred = model.predict([img])[0]
+        res["ours_s"] = round(time.perf_counter() - t0, 1)
+        theirs = json.loads(out_json.read_text())["detections"]
+        res["detections"] = compare_detections(pred, theirs)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", nargs="*", help="architectures (manifest names); default all")
+    ap.add_argument("--image", type=Path, help="an image file (default: a synthetic JPEG)")
+    ap.add_argument("--width", type=int, default=1600)
+    ap.add_argument("--height", type=int, default=900)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", help="preset overrides key=value (applied to every arch)")
+    ap.add_argument("--features-only", action="store_true", help="compare backbone/FPN features only")
+    ap.add_argument("--oracle-python", type=Path, default=DEFAULT_ORACLE)
+    ap.add_argument("--work", type=Path, help="keep checkpoints/outputs here (default: a temp dir)")
+    ap.add_argument("--json", type=Path, help="write all results to this JSON file")
+    args = ap.parse_args()
+
+    archs = arch_presets()
+    chosen = args.arch or list(archs)
+    unknown = [a for a in chosen if a not in archs]
+    if unknown:
+        sys.exit(f"unknown arch {unknown}; choose from {list(archs)}")
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="nuim-parity-")
+        work = Path(tmp.name)
+    else:
+        work = args.work
+        work.mkdir(parents=True, exist_ok=True)
+    if args.image:
+        image_path = args.image
+    else:
+        image_path = work / f"synthetic_{args.width}x{args.height}.jpg"
+        cv2.imwrite(str(image_path), synthetic_image(args.width, args.height, args.seed), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    print(f"image {image_path} {img.shape[1]}x{img.shape[0]}, torch threads {torch.get_num_threads()}")
+    results = []
+    for arch in chosen:
+        r = check_arch(arch, archs[arch], image_path, img, args, work)
+        results.append(r)
+        worst = max(v[1] for v in r["features"].values())
+        line = f"{arch:52s} features max rel diff {worst:.2e}"
+        if "detections" in r:
+            d = r["detections"]
+            line += (
+                f" | dets ours {d['ours']} mmdet {d['theirs']} matched {d['matched']}"
+                f" | max box {d['max_box_px']:.2e}px score {d['max_score']:.2e} min mask IoU {d['min_mask_iou']:.4f}"
+            )
+        print(line, flush=True)
+        for k, (a, rel) in r["features"].items():
+            print(f"    {k:12s} max abs {a:.3e}  rel {rel:.3e}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
