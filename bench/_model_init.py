@@ -67,20 +67,28 @@ def randomize(model: nn.Module, seed: int = 0, dcn_offset_std: float = 0.02) -> 
             p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(2.0 / fan_in))
         else:
             p.copy_(torch.rand(p.shape, generator=g) * 0.2 - 0.1)
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for m in model.modules():  # torchvision's frozen BN keeps its affine as buffers
+        if isinstance(m, FrozenBatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
 
 
 @torch.no_grad()
 def calibrate_bn(module: nn.Module, x: torch.Tensor) -> None:
     """Set every BN's running mean/var to the batch statistics of its input on ``x`` (in forward order)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d  # torchvision's detectors use it
+
     hooks = []
 
-    def pre(m: nn.BatchNorm2d, inputs):
+    def pre(m: nn.Module, inputs):
         t = inputs[0]
         m.running_mean.copy_(t.mean((0, 2, 3)))
         m.running_var.copy_(t.var((0, 2, 3), unbiased=False) + 1e-3)
 
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)):
             hooks.append(m.register_forward_pre_hook(pre))
     was_training = module.training
     module.eval()

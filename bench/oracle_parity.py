@@ -151,7 +151,7 @@ def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, a
     preset = load_preset(preset_name, args.set or None)
     torch.manual_seed(args.seed)
     model = build(preset, args.features_only)
-    randomize(model, seed=args.seed)
+    randomize(model, seed=args.seed, dcn_offset_std=args.dcn_offset_std)
     x = preprocess(img, preset)
     calibrate_bn(model.backbone, x)
     model.eval()
@@ -183,6 +183,8 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", help="preset overrides key=value (applied to every arch)")
+    ap.add_argument("--dcn-offset-std", type=float, default=0.002,
+                    help="std of the random DCN offset-conv weights (large values make a random net chaotic)")
     ap.add_argument("--features-only", action="store_true", help="compare backbone/FPN features only")
     ap.add_argument("--oracle-python", type=Path, default=DEFAULT_ORACLE)
     ap.add_argument("--work", type=Path, help="keep checkpoints/outputs here (default: a temp dir)")
