@@ -60,14 +60,32 @@ def expand_multi_value_options(argv: list[str], options: set[str] = MULTI_VALUE_
     return out
 
 
+# Options whose value may be left out: `nuim train P --resume` means `--resume latest`.
+OPTIONAL_VALUE_OPTIONS = {"--resume": "latest"}
+
+
+def fill_optional_values(argv: list[str], options: dict[str, str] = OPTIONAL_VALUE_OPTIONS) -> list[str]:
+    """Insert the implied value after an option of ``options`` that is last or followed by another option."""
+    out: list[str] = []
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            out.extend(argv[i:])
+            break
+        out.append(tok)
+        if tok in options and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(options[tok])
+    return out
+
+
 def _register_commands() -> None:
     # Each module adds its command(s) to `app` on import.
     from nuimcli.cli import presets_cmd  # noqa: F401
+    from nuimcli.cli import train_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``nuim`` console script (and ``python -m nuimcli``)."""
-    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    args = fill_optional_values(expand_multi_value_options(list(sys.argv[1:] if argv is None else argv)))
     _register_commands()
     try:
         # Standalone mode: typer/click handle --help, usage errors (exit 2) and typer.Exit

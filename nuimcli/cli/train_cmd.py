@@ -1,0 +1,118 @@
+"""``nuim train PRESET``: train a preset on the converted nuImages data (argument parsing only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from nuimcli.cli import app
+from nuimcli.errors import UserError
+from nuimcli.utils.progress import err_console
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@app.command("train")
+def train_cmd(
+    preset: str = typer.Argument(..., help="Preset name (`nuim presets` lists them) or a preset YAML file."),
+    data_root: Path = typer.Option(Path("data/nuimages"), "--data-root", help="nuImages root: images under it, "
+                                   "`nuim convert` output in <data-root>/annotations/."),
+    train_ann: Optional[Path] = typer.Option(None, "--train-ann", help="Training COCO json "
+                                             "(default: <data-root>/annotations/nuimages_v1.0-train.json)."),
+    val_ann: Optional[Path] = typer.Option(None, "--val-ann", help="Validation COCO json, evaluated after every "
+                                           "epoch (default: <data-root>/annotations/nuimages_v1.0-val.json if present)."),
+    semantic_root: Optional[Path] = typer.Option(None, "--semantic-root", help="Semantic PNGs for HTC "
+                                                 "(default: <data-root>/annotations/semantic_masks)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Output folder (default: work_dirs/<preset>)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a preset field: key=value "
+                                                  "(repeatable), e.g. --set schedule.lr=0.01 --set data.samples_per_gpu=4."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run exactly: alone (or 'latest') "
+                                         "the work dir's latest.pth, or a checkpoint path.", show_default=False),
+    load_from: Optional[str] = typer.Option(None, "--load-from", help="Start from a detector checkpoint (URL or "
+                                            "file, e.g. a COCO mmdet model); tensors of another shape are skipped."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Local backbone weights file instead of "
+                                             "downloading preset.init.pretrained_url."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Processes on this machine (one per GPU; with --device cpu, "
+                             "CPU processes with gloo). Under torchrun the environment decides."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu, cuda or cuda:N."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and sampling."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads per process."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading processes per GPU "
+                                          "(default: preset data.workers_per_gpu)."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", min=1, help="Stop after this many iterations "
+                                            "in total (a resumable checkpoint is written)."),
+    scale_lr: bool = typer.Option(True, "--scale-lr/--no-scale-lr", help="Scale the preset lr linearly to the "
+                                  "real total batch."),
+    log_interval: int = typer.Option(50, "--log-interval", min=1, help="Iterations per log.jsonl line."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the end-of-epoch evaluation."),
+) -> None:
+    """Train a preset (the mmdetection3d nuImages recipe), on CPU, one GPU or many (DDP)."""
+    from nuimcli.engine.distributed import world_from_env
+    from nuimcli.engine.trainer import TrainOptions, train
+    from nuimcli.presets import load_preset
+
+    p = load_preset(preset, overrides or [])
+    opts = TrainOptions(
+        work_dir=work_dir or Path("work_dirs") / p.name,
+        data_root=data_root, train_ann=train_ann, val_ann=val_ann, semantic_root=semantic_root,
+        device=device, seed=seed, amp=amp, threads=threads, max_iters=max_iters, resume=resume,
+        load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
+        workers=workers, evaluate=not no_eval,
+    )
+    env_world = world_from_env()
+    if env_world is not None and env_world.size > 1:
+        if gpus != 1:
+            raise UserError("--gpus is for one machine without torchrun; under torchrun use --nproc-per-node")
+        from nuimcli.engine.distributed import cleanup, init
+
+        init(env_world, device)
+        try:
+            result = train(p, opts, env_world)
+        finally:
+            cleanup()
+        if env_world.rank != 0:
+            return
+    elif gpus > 1:
+        if device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.device_count() < gpus:
+                raise UserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        _spawn(p, opts, gpus)
+        err_console.print(f"done: checkpoints and log.jsonl in {opts.work_dir}")
+        return
+    else:
+        result = train(p, opts)
+    if result.interrupted:
+        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved {result.checkpoint}; "
+                          f"continue with `nuim train {preset} --resume latest`")
+        raise typer.Exit(130)
+    last = result.history[-1] if result.history else None
+    summary = f"done: {result.global_iter} iterations, {result.epoch} epoch(s); checkpoint {result.checkpoint}"
+    if last:
+        summary += f"; last loss {last['loss']:.4f}"
+    err_console.print(summary)
+
+
+def _spawn(p, opts, gpus: int) -> None:
+    from nuimcli.engine.trainer import launch
+
+    try:
+        launch(p, opts, gpus)
+    except Exception as e:  # torch.multiprocessing re-raises a child's error with its traceback text
+        text = str(e)
+        for kind in ("UserError", "CheckpointMismatch", "DownloadError"):
+            marker = f"{kind}: "
+            if marker in text:
+                raise UserError(text.rsplit(marker, 1)[1].strip().splitlines()[0]) from None
+        raise

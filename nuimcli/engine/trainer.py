@@ -1,0 +1,680 @@
+"""The training loop: data, optimiser, schedule, AMP, DDP, checkpoints, resume, logging.
+
+Follows the mmdet 2.x recipe the nuImages configs use (``EpochBasedRunner`` + hooks):
+
+* SGD (momentum, weight decay on every trainable parameter); lr given for the preset's
+  ``base_batch_size`` and scaled linearly to the real total batch (``world × samples_per_gpu``)
+  unless ``scale_lr`` is off; linear warm-up from ``warmup_ratio`` over ``warmup_iters``
+  iterations; ×0.1 at each of ``lr_steps`` epochs; optional gradient-norm clipping.
+* Every epoch: ``epoch_N.pth`` (mmdet format, atomic) and ``latest.pth`` → it; evaluation on
+  the val split when there is one.
+* ``log.jsonl``: a first ``mode: info`` line (lr scaling, world, dataset), then one line per
+  logged step (``mode: train``: epoch, iter, lr, loss, every loss term, time, data_time,
+  memory) and per evaluation (``mode: val``).
+* Resume restores model, optimiser, AMP scaler, iteration, sampler position and RNG states;
+  a run stopped at iteration k and resumed equals an uninterrupted run. Ctrl-C (SIGINT) finishes
+  the current iteration, saves ``iter_K.pth`` (+ ``latest.pth``) and returns ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from nuimcli.engine.distributed import World, barrier, reduce_mean
+from nuimcli.errors import UserError
+from nuimcli.presets import Preset
+from nuimcli.utils.io import atomic_write_text
+from nuimcli.utils.progress import err_console
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite (exit code 1: the run started but failed)."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainOptions:
+    """Everything about a run that is not in the preset."""
+
+    work_dir: Path
+    data_root: Path = Path("data/nuimages")
+    train_ann: Optional[Path] = None  #: default <data_root>/annotations/nuimages_v1.0-train.json
+    val_ann: Optional[Path] = None  #: default <data_root>/annotations/nuimages_v1.0-val.json (if present)
+    semantic_root: Optional[Path] = None  #: default <data_root>/annotations/semantic_masks
+    device: str = "cpu"
+    seed: int = 0
+    amp: bool = False
+    threads: Optional[int] = None
+    max_iters: Optional[int] = None  #: stop after this many iterations in total
+    resume: Optional[str] = None  #: "latest" or a checkpoint path
+    load_from: Optional[str] = None  #: overrides preset.init.load_from
+    pretrained: Optional[str] = None  #: local backbone file instead of preset.init.pretrained_url
+    scale_lr: bool = True
+    log_interval: int = 50
+    workers: Optional[int] = None  #: data workers per process (default preset.data.workers_per_gpu)
+    evaluate: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+    check_files: bool = True
+    callbacks: list = field(default_factory=list)  #: fn(trainer, log_vars) after every iteration
+
+
+@dataclass
+class TrainResult:
+    """What a run did."""
+
+    global_iter: int
+    epoch: int  #: completed epochs
+    interrupted: bool
+    checkpoint: Optional[Path]
+    history: list  #: the logged train records (dicts as in log.jsonl)
+    evaluations: list  #: the val records
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def parse_losses(losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """mmdet ``_parse_losses``: total = sum of the entries whose name contains ``loss``.
+
+    Returns ``(total, log_vars)`` with every entry (``acc`` too) as a float and ``loss`` = total.
+    """
+    total = None
+    log_vars: dict[str, float] = {}
+    for name, value in losses.items():
+        if isinstance(value, (list, tuple)):
+            value = sum(v.mean() for v in value)
+        else:
+            value = value.mean()
+        log_vars[name] = float(value.detach())
+        if "loss" in name:
+            total = value if total is None else total + value
+    if total is None:
+        raise ValueError("the model returned no loss terms")
+    log_vars["loss"] = float(total.detach())
+    return total, log_vars
+
+
+def lr_at(base_lr: float, schedule: Any, global_iter: int, epoch: int) -> float:
+    """mmcv ``StepLrUpdaterHook`` (by epoch, gamma 0.1) with linear warm-up by iteration.
+
+    ``epoch`` is 0-based; ``global_iter`` counts iterations done before this one.
+    """
+    regular = base_lr * (0.1 ** bisect.bisect_right(list(schedule.lr_steps), epoch))
+    if schedule.warmup_iters and global_iter < schedule.warmup_iters:
+        k = (1 - global_iter / schedule.warmup_iters) * (1 - schedule.warmup_ratio)
+        return regular * (1 - k)
+    return regular
+
+
+def scaled_lr(schedule: Any, total_batch: int, scale: bool) -> float:
+    """The preset lr scaled linearly from ``base_batch_size`` to ``total_batch`` images per iteration."""
+    return schedule.lr * total_batch / schedule.base_batch_size if scale else schedule.lr
+
+
+def default_paths(data_root: Path) -> dict[str, Path]:
+    ann = Path(data_root) / "annotations"
+    return {
+        "train_ann": ann / "nuimages_v1.0-train.json",
+        "val_ann": ann / "nuimages_v1.0-val.json",
+        "semantic_root": ann / "semantic_masks",
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated (MB) on a GPU, else this process's peak RSS (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """Tensors (and lists of tensors) of a collated batch to ``device``."""
+    nb = device.type == "cuda"
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device, non_blocking=nb)
+        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
+            out[k] = [t.to(device, non_blocking=nb) for t in v]
+        else:
+            out[k] = v
+    return out
+
+
+class LossModule(nn.Module):
+    """``forward(batch) = detector.loss(batch)``, so DDP's forward hooks see the training call."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.detector.loss(batch)
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """One process's part of a training run (call :meth:`run`)."""
+
+    def __init__(self, preset: Preset, opts: TrainOptions, world: World = World(), model: Optional[nn.Module] = None,
+                 dataset: Any = None) -> None:
+        self.preset = preset
+        self.opts = opts
+        self.world = world
+        self.work_dir = Path(opts.work_dir)
+        self._model = model
+        self._dataset = dataset
+        self.stop_requested = False
+        self.global_iter = 0
+        self.epoch = 0  # 0-based epoch in progress
+        self.batch_in_epoch = 0  # batches of the current epoch done
+        self.history: list[dict] = []
+        self.evaluations: list[dict] = []
+        self._tb = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _log(self, msg: str) -> None:
+        if self.world.is_main:
+            err_console.print(msg, highlight=False)
+
+    def setup(self) -> None:
+        opts, preset = self.opts, self.preset
+        if opts.threads:
+            torch.set_num_threads(int(opts.threads))
+        self.device = self._resolve_device(opts.device)
+        seed_everything(opts.seed)
+
+        paths = default_paths(opts.data_root)
+        self.train_ann = Path(opts.train_ann) if opts.train_ann else paths["train_ann"]
+        self.val_ann = Path(opts.val_ann) if opts.val_ann else (paths["val_ann"] if paths["val_ann"].is_file() else None)
+        if opts.val_ann and not Path(opts.val_ann).is_file():
+            raise UserError(f"{opts.val_ann}: validation annotation file not found")
+        self.semantic_root = Path(opts.semantic_root) if opts.semantic_root else paths["semantic_root"]
+
+        if self._dataset is None:
+            from nuimcli.data.dataset import build_train_dataset
+
+            self._dataset = build_train_dataset(self.train_ann, opts.data_root, preset,
+                                                semantic_root=self.semantic_root, check_files=opts.check_files)
+        self.dataset = self._dataset
+
+        from nuimcli.data.sampler import GroupedBatchSampler
+
+        self.samples_per_gpu = preset.data.samples_per_gpu
+        self.sampler = GroupedBatchSampler(self.dataset.aspect_flags, self.samples_per_gpu, self.world.size,
+                                           self.world.rank, seed=opts.seed)
+        self.iters_per_epoch = len(self.sampler)
+        self.total_batch = self.samples_per_gpu * self.world.size
+        self.base_lr = scaled_lr(preset.schedule, self.total_batch, opts.scale_lr)
+
+        if self._model is None:
+            from nuimcli.models.build import build_model
+
+            self._model = build_model(preset)
+        self.model = self._model.to(self.device)
+        self.model.train()
+        self.wrapped: nn.Module = LossModule(self.model)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        s = preset.schedule
+        self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        self.amp_dtype = None
+        self.scaler = None
+        if opts.amp:
+            if self.device.type == "cuda":
+                self.amp_dtype = torch.float16
+                self.scaler = torch.amp.GradScaler("cuda")
+            else:
+                self.amp_dtype = torch.bfloat16
+
+        resumed = self._maybe_resume()
+        if not resumed:
+            self._init_weights()
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DDP(self.wrapped, device_ids=ids, broadcast_buffers=False, find_unused_parameters=False)
+
+        if self.world.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.work_dir / "preset.yaml", yaml.safe_dump(preset.to_dict(), sort_keys=False))
+        self._write_log({
+            "mode": "info", "preset": preset.name, "world_size": self.world.size,
+            "samples_per_gpu": self.samples_per_gpu, "total_batch": self.total_batch,
+            "base_lr": preset.schedule.lr, "base_batch_size": preset.schedule.base_batch_size,
+            "lr": self.base_lr, "lr_scaled": bool(opts.scale_lr), "train_images": len(self.dataset),
+            "iters_per_epoch": self.iters_per_epoch, "seed": opts.seed, "resumed_at_iter": self.global_iter,
+            "device": str(self.device), "amp": bool(opts.amp),
+        })
+        how = ("scaled linearly" if opts.scale_lr else "not scaled (--no-scale-lr)")
+        self._log(f"lr {self.base_lr:.6g} = {preset.schedule.lr:g} for {preset.schedule.base_batch_size} images, "
+                  f"{how} to a total batch of {self.total_batch} ({self.world.size} process(es) × "
+                  f"{self.samples_per_gpu}); {len(self.dataset)} training images, {self.iters_per_epoch} iterations/epoch")
+        if self.world.is_main and opts.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.work_dir / "tf_logs"))
+            except Exception:  # tensorboard not installed: scalars are optional
+                self._tb = None
+
+    def _resolve_device(self, device: str) -> torch.device:
+        d = torch.device(device)
+        if d.type == "cuda":
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+            if self.world.distributed:
+                d = torch.device("cuda", self.world.local_rank)
+            elif d.index is None:
+                d = torch.device("cuda", 0)
+            torch.cuda.set_device(d)
+        elif d.type != "cpu":
+            raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
+        return d
+
+    def _init_weights(self) -> None:
+        from nuimcli.models.checkpoints import load_backbone_pretrained, load_partial
+
+        init = self.preset.init
+        source = self.opts.pretrained or init.pretrained_url
+        if source:
+            path = self._fetch(source, "ImageNet backbone", "--pretrained PATH (a local file)")
+            report = load_backbone_pretrained(self.model.backbone, path)
+            self._log(f"backbone initialised from {path} ({report.counts()} keys)")
+        load_from = self.opts.load_from or init.load_from
+        if load_from:
+            path = self._fetch(load_from, "load_from detector", "--load-from PATH (a local file)")
+            report = load_partial(self.model, path)
+            skipped = report.skipped
+            self._log(f"weights loaded from {path}" + (f"; {len(skipped)} tensors of a different shape or "
+                                                        f"missing were left at their initial values" if skipped else ""))
+
+    def _fetch(self, url_or_path: str, what: str, hint: str) -> Path:
+        p = Path(url_or_path).expanduser()
+        if p.exists():
+            return p
+        if "://" not in url_or_path:
+            raise UserError(f"{url_or_path}: {what} file not found")
+        from nuimcli.download import DownloadError
+        from nuimcli.zoo import fetch_to_cache
+
+        # Only the main process downloads; the others wait and then find the cached file.
+        path = None
+        if self.world.is_main:
+            try:
+                path = fetch_to_cache(url_or_path, progress=self.opts.progress)
+            except DownloadError as e:
+                raise UserError(f"{e} — or pass {hint}") from None
+        barrier()
+        if path is None:
+            path = fetch_to_cache(url_or_path, progress=False)
+        return Path(path)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _train_state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_iter": self.global_iter,
+            "sampler": {"epoch": self.epoch, "start_batch": self.batch_in_epoch, "seed": self.sampler.seed},
+            "rng": rng_state(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "world_size": self.world.size,
+            "base_lr": self.base_lr,
+        }
+
+    def save(self, name: str) -> Optional[Path]:
+        """Write ``<work_dir>/<name>`` and point ``latest.pth`` at it (main process only)."""
+        from nuimcli.models.checkpoints import save_checkpoint
+
+        path = self.work_dir / name
+        if self.world.is_main:
+            save_checkpoint(path, self.model, self.preset, optimizer=self.optimizer,
+                            meta={"epoch": self.epoch, "iter": self.global_iter},
+                            extra={"nuim_train_state": self._train_state()})
+            _point_latest(self.work_dir / "latest.pth", path)
+        barrier()
+        return path
+
+    def _maybe_resume(self) -> bool:
+        if not self.opts.resume:
+            return False
+        from nuimcli.models.checkpoints import load_state_dict_strict
+
+        if self.opts.resume == "latest":
+            path = self.work_dir / "latest.pth"
+            if not path.exists():
+                raise UserError(f"{self.work_dir}: no latest.pth to resume from (train without --resume first)")
+        else:
+            path = Path(self.opts.resume)
+            if not path.is_file():
+                raise UserError(f"{path}: checkpoint to resume from not found")
+        try:
+            ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as e:  # a truncated or foreign file
+            raise UserError(f"{path}: cannot read the checkpoint ({str(e).splitlines()[0]})") from None
+        state = ckpt.get("nuim_train_state") if isinstance(ckpt, dict) else None
+        if state is None or "optimizer" not in ckpt:
+            raise UserError(f"{path}: not a nuim training checkpoint (no optimizer/train state); "
+                            f"use --load-from to start from its weights instead")
+        name = ckpt.get("meta", {}).get("nuim_preset")
+        if name and name != self.preset.name:
+            raise UserError(f"{path}: written by preset '{name}', not '{self.preset.name}'")
+        load_state_dict_strict(self.model, ckpt["state_dict"], self.preset.name, source=str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("world_size", self.world.size) != self.world.size:
+            self._log(f"[yellow]note:[/] resuming a {state['world_size']}-process run with {self.world.size}: "
+                      "the data order of the rest of this epoch changes")
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.global_iter = int(state["global_iter"])
+        if self.batch_in_epoch >= self.iters_per_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        set_rng_state(state["rng"])
+        self._log(f"resumed from {path} at epoch {self.epoch + 1}, iteration {self.global_iter}")
+        return True
+
+    # ------------------------------------------------------------------ logging
+
+    def _write_log(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self):
+        from nuimcli.data.augment import collate
+
+        workers = self.preset.data.workers_per_gpu if self.opts.workers is None else self.opts.workers
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=self.sampler, num_workers=workers,
+            collate_fn=partial(collate, size_divisor=self.preset.data.size_divisor),
+            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+        )
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimiser step on a collated batch; returns the loss terms as floats."""
+        batch = move_batch(batch, self.device)
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            losses = self.wrapped(batch)
+        total, log_vars = parse_losses(losses)
+        if not math.isfinite(log_vars["loss"]) and self.scaler is None:
+            raise TrainingDiverged(
+                f"loss is {log_vars['loss']} at epoch {self.epoch + 1}, iteration {self.global_iter + 1} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in log_vars.items())}); try a lower lr "
+                f"(--set schedule.lr=...) or gradient clipping (--set schedule.grad_clip=35)")
+        self.optimizer.zero_grad(set_to_none=True)
+        clip = self.preset.schedule.grad_clip
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                log_vars["grad_norm"] = float(nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            if clip:
+                log_vars["grad_norm"] = float(nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], clip))
+            self.optimizer.step()
+        return log_vars
+
+    def _set_lr(self) -> float:
+        lr = lr_at(self.base_lr, self.preset.schedule, self.global_iter, self.epoch)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _stop_now(self) -> bool:
+        flag = self.stop_requested
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item() > 0)
+        return flag
+
+    def run(self) -> TrainResult:
+        """Train until the schedule's last epoch, ``max_iters``, or Ctrl-C."""
+        self.setup()
+        epochs = self.preset.schedule.epochs
+        total_iters = epochs * self.iters_per_epoch
+        if self.opts.max_iters is not None:
+            total_iters = min(total_iters, int(self.opts.max_iters))
+        interrupted = False
+        last_ckpt: Optional[Path] = None
+        old_handler = None
+        if self._is_main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        progress = _Display(self, total_iters) if (self.opts.progress and self.world.is_main) else None
+        try:
+            if progress:
+                progress.start()
+            while self.epoch < epochs and self.global_iter < total_iters:
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                acc: dict[str, float] = {}
+                n_acc = 0
+                t_acc = d_acc = 0.0
+                t_last = time.perf_counter()
+                for batch in self._loader():
+                    t_data = time.perf_counter()
+                    lr = self._set_lr()
+                    log_vars = self.train_step(batch)
+                    self.global_iter += 1
+                    self.batch_in_epoch += 1
+                    now = time.perf_counter()
+                    for k, v in log_vars.items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    n_acc += 1
+                    t_acc += now - t_last
+                    d_acc += t_data - t_last
+                    t_last = now
+                    for cb in self.opts.callbacks:
+                        cb(self, log_vars)
+                    end_of_run = self.global_iter >= total_iters
+                    if self.batch_in_epoch % self.opts.log_interval == 0 or end_of_run \
+                            or self.batch_in_epoch == self.iters_per_epoch:
+                        means = reduce_mean({k: v / n_acc for k, v in acc.items()}, self.device)
+                        rec = {"mode": "train", "epoch": self.epoch + 1, "iter": self.batch_in_epoch,
+                               "global_iter": self.global_iter, "lr": lr, **means,
+                               "time": t_acc / n_acc, "data_time": d_acc / n_acc,
+                               "memory": round(peak_memory_mb(self.device))}
+                        self.history.append(rec)
+                        self._write_log(rec)
+                        if self._tb is not None:
+                            for k, v in rec.items():
+                                if isinstance(v, (int, float)) and k not in ("epoch", "iter", "global_iter"):
+                                    self._tb.add_scalar(f"train/{k}", v, self.global_iter)
+                        acc, n_acc, t_acc, d_acc = {}, 0, 0.0, 0.0
+                    if progress:
+                        progress.update(log_vars, lr)
+                    if end_of_run or self._stop_now():
+                        break
+                if self.batch_in_epoch >= self.iters_per_epoch:
+                    # The epoch is complete: mmdet's per-epoch checkpoint and evaluation.
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    last_ckpt = self.save(f"epoch_{self.epoch}.pth")
+                    self._evaluate()
+                if self.stop_requested or self.global_iter >= total_iters:
+                    break
+            if self.batch_in_epoch > 0:
+                # Stopped inside an epoch (max_iters or Ctrl-C): keep a resumable checkpoint.
+                last_ckpt = self.save(f"iter_{self.global_iter}.pth")
+            interrupted = self.stop_requested
+        finally:
+            if progress:
+                progress.stop()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if self._tb is not None:
+                self._tb.close()
+        return TrainResult(self.global_iter, self.epoch, interrupted, last_ckpt, self.history, self.evaluations)
+
+    @staticmethod
+    def _is_main_thread() -> bool:
+        import threading
+
+        return threading.current_thread() is threading.main_thread()
+
+    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+        if self.stop_requested:  # second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self._log("[yellow]Ctrl-C: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)[/]")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self) -> None:
+        if not self.opts.evaluate or self.val_ann is None:
+            return
+        record = None
+        if self.world.is_main:
+            try:
+                from nuimcli.engine import evaluate as ev
+            except ImportError:
+                self._log("[yellow]note:[/] evaluation is not available in this build; skipped")
+                self.opts.evaluate = False
+                ev = None
+            if ev is not None and hasattr(ev, "evaluate_detector"):
+                self.model.eval()
+                try:
+                    metrics = ev.evaluate_detector(self.model, self.val_ann, self.opts.data_root,
+                                                   device=str(self.device), progress=self.opts.progress)
+                finally:
+                    self.model.train()
+                record = {"mode": "val", "epoch": self.epoch, "global_iter": self.global_iter, **metrics}
+                self.evaluations.append(record)
+                self._write_log(record)
+                if self._tb is not None:
+                    for k, v in metrics.items():
+                        if isinstance(v, (int, float)):
+                            self._tb.add_scalar(f"val/{k}", v, self.global_iter)
+                self._log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        barrier()
+
+
+def _point_latest(link: Path, target: Path) -> None:
+    """Make ``latest.pth`` refer to ``target``: a relative symlink (a copy where links fail), atomically."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.symlink(target.name, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, link)
+
+
+class _Display:
+    """Rich progress line: epoch, iteration, losses, lr, it/s, ETA, memory."""
+
+    def __init__(self, trainer: Trainer, total: int) -> None:
+        from nuimcli.utils.progress import make_progress
+
+        self.trainer = trainer
+        self.progress = make_progress("it")
+        self.task = self.progress.add_task("train", total=total, completed=trainer.global_iter)
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def update(self, log_vars: dict, lr: float) -> None:
+        t = self.trainer
+        terms = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in log_vars.items()
+                         if "loss" in k and k != "loss")
+        mem = peak_memory_mb(t.device)
+        desc = (f"ep {t.epoch + 1}/{t.preset.schedule.epochs} it {t.batch_in_epoch}/{t.iters_per_epoch} "
+                f"loss {log_vars['loss']:.3f} [{terms}] lr {lr:.2e} mem {mem / 1024:.1f}G")
+        self.progress.update(self.task, completed=t.global_iter, description=desc)
+
+
+def train(preset: Preset, opts: TrainOptions, world: World = World(), model: Optional[nn.Module] = None,
+          dataset: Any = None) -> TrainResult:
+    """Run one process's part of a training run (the library entry point of ``nuim train``)."""
+    return Trainer(preset, opts, world, model=model, dataset=dataset).run()
+
+
+def _distributed_entry(world: World, preset_dict: dict, opts: TrainOptions, device: str) -> None:
+    from nuimcli.engine.distributed import cleanup, init
+    from nuimcli.presets import preset_from_dict
+
+    init(world, device)
+    try:
+        train(preset_from_dict(preset_dict), opts, world)
+    finally:
+        cleanup()
+
+
+def launch(preset: Preset, opts: TrainOptions, nprocs: int) -> None:
+    """``--gpus N``: N processes on this machine (rank r uses cuda:r, or CPU with gloo)."""
+    from nuimcli.engine.distributed import spawn
+
+    opts.callbacks = []  # callbacks are not picklable in general
+    spawn(_distributed_entry, nprocs, args=(preset.to_dict(), opts, opts.device))
