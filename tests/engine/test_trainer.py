@@ -1,0 +1,247 @@
+"""Training loop mechanics on a toy detector: schedule, logs, checkpoints, exact resume, Ctrl-C, DDP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nuimcli import CLASSES
+from nuimcli.engine.trainer import TrainOptions, Trainer, lr_at, parse_losses, scaled_lr
+from nuimcli.errors import UserError
+from nuimcli.presets import load_preset
+
+
+class ToyDetector(nn.Module):
+    """Regresses the mean GT box from the image; a seeded random subset of coordinates per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Linear(4, 4)
+
+    def loss(self, batch):
+        x = self.backbone(batch["images"]).mean((2, 3))
+        pred = self.head(x)
+        tgt = torch.stack([b.mean(0) / 100 for b in batch["gt_bboxes"]])
+        sel = []
+        for m in batch["img_metas"]:
+            g = torch.Generator().manual_seed(m["seed"])
+            sel.append(torch.randperm(4, generator=g)[:2])
+        sel = torch.stack(sel)
+        diff = (pred.gather(1, sel) - tgt.gather(1, sel)).abs()
+        return {"loss_box": diff.mean(), "loss_all": 0.1 * (pred - tgt).abs().mean(),
+                "acc": torch.tensor(50.0)}
+
+
+def make_set(root: Path, n: int = 4) -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        w, h = (96, 64) if i < 8 else (64, 96)
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "img" / f"{i}.jpg"), img)
+        images.append({"id": i, "file_name": f"img/{i}.jpg", "width": w, "height": h})
+        anns.append({"id": i, "image_id": i, "category_id": i % 10, "bbox": [5 + i, 6, 20, 30 + i],
+                     "area": 600, "iscrowd": 0,
+                     "segmentation": [[5 + i, 6, 25 + i, 6, 25 + i, 36 + i, 5 + i, 36 + i]]})
+    path = root / "train.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": i, "name": c} for i, c in enumerate(CLASSES)]}))
+    return path
+
+
+def toy_preset(**sched):
+    p = load_preset("mask-rcnn-r18-tiny", [
+        "data.train_scales=[[96, 64], [128, 80]]", "data.samples_per_gpu=2", "schedule.epochs=3",
+        "schedule.lr_steps=[2]", "schedule.warmup_iters=3", "schedule.lr=0.05", "schedule.base_batch_size=2",
+        "schedule.grad_clip=10.0",
+    ])
+    for k, v in sched.items():
+        setattr(p.schedule, k, v)
+    return p
+
+
+def opts(tmp: Path, ann: Path, **kw) -> TrainOptions:
+    base = dict(work_dir=tmp / "work", data_root=ann.parent, train_ann=ann, progress=False, log_interval=1,
+                tensorboard=False, workers=0)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_lr_schedule_and_scaling():
+    s = load_preset("mask-rcnn-r50-1x").schedule
+    assert lr_at(0.02, s, 0, 0) == pytest.approx(0.02 * 0.001)
+    assert lr_at(0.02, s, 250, 0) == pytest.approx(0.02 * (1 - 0.5 * 0.999))
+    assert lr_at(0.02, s, 500, 0) == pytest.approx(0.02)
+    assert lr_at(0.02, s, 10**5, 7) == pytest.approx(0.02)
+    assert lr_at(0.02, s, 10**5, 8) == pytest.approx(0.002)
+    assert lr_at(0.02, s, 10**5, 11) == pytest.approx(0.0002)
+    assert scaled_lr(s, 2, True) == pytest.approx(0.0025) and scaled_lr(s, 2, False) == 0.02
+    assert scaled_lr(s, 32, True) == pytest.approx(0.04)
+
+
+def test_parse_losses_sums_only_losses():
+    total, logs = parse_losses({"loss_a": torch.tensor(1.0), "s0.loss_b": torch.tensor(2.0),
+                                "acc": torch.tensor(90.0), "loss_c": [torch.tensor(1.0), torch.tensor(0.5)]})
+    assert float(total) == 4.5 and logs["loss"] == 4.5 and logs["acc"] == 90.0
+
+
+def test_run_writes_logs_checkpoints_and_preset(tmp_path):
+    ann = make_set(tmp_path)
+    res = Trainer(toy_preset(), opts(tmp_path, ann), model=ToyDetector()).run()
+    work = tmp_path / "work"
+    assert res.global_iter == 6 and res.epoch == 3 and not res.interrupted
+    assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_1.pth", "epoch_2.pth", "epoch_3.pth"]
+    assert os.path.realpath(work / "latest.pth") == str((work / "epoch_3.pth").resolve())
+    lines = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["mode"] == "info" and lines[0]["lr"] == pytest.approx(0.05) and lines[0]["total_batch"] == 2
+    train = [x for x in lines if x["mode"] == "train"]
+    assert len(train) == 6
+    for k in ("epoch", "iter", "lr", "loss", "loss_box", "loss_all", "acc", "time"):
+        assert k in train[0]
+    assert train[0]["lr"] == pytest.approx(0.05 * 0.001) and train[-1]["lr"] == pytest.approx(0.005)
+    assert [(x["epoch"], x["iter"]) for x in train] == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+    ck = torch.load(work / "epoch_2.pth", weights_only=False)
+    assert ck["meta"]["nuim_preset"] == "mask-rcnn-r18-tiny" and ck["meta"]["epoch"] == 2 and ck["meta"]["iter"] == 4
+    assert "optimizer" in ck and set(ck["state_dict"]) == set(ToyDetector().state_dict())
+    import yaml
+
+    saved = yaml.safe_load((work / "preset.yaml").read_text())
+    assert saved["data"]["train_scales"] == [[96, 64], [128, 80]]
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("stop_at", [3, 4])  # mid-epoch, and exactly at an epoch end
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, stop_at):
+    ann = make_set(tmp_path)
+    ref = ToyDetector()
+    Trainer(toy_preset(), opts(tmp_path / "a", ann), model=ref).run()
+
+    def stop(trainer, _):
+        if trainer.global_iter == stop_at:
+            trainer.stop_requested = True
+
+    first = ToyDetector()
+    res = Trainer(toy_preset(), opts(tmp_path / "b", ann, callbacks=[stop]), model=first).run()
+    assert res.interrupted and res.global_iter == stop_at
+    torch.manual_seed(123)  # resume must not depend on the RNG state of the new process
+    np.random.seed(5)
+    second = ToyDetector()
+    res2 = Trainer(toy_preset(), opts(tmp_path / "b", ann, resume="latest"), model=second).run()
+    assert res2.global_iter == 6 and not res2.interrupted
+    a, b = _params(ref), _params(second)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    logs = [json.loads(x) for x in (tmp_path / "b" / "work" / "log.jsonl").read_text().splitlines()]
+    assert [x["global_iter"] for x in logs if x["mode"] == "train"] == [1, 2, 3, 4, 5, 6][:stop_at] + list(range(stop_at + 1, 7))
+
+
+def test_max_iters_then_resume(tmp_path):
+    ann = make_set(tmp_path)
+    ref = ToyDetector()
+    Trainer(toy_preset(), opts(tmp_path / "a", ann, max_iters=5), model=ref).run()
+    m = ToyDetector()
+    r = Trainer(toy_preset(), opts(tmp_path / "b", ann, max_iters=3), model=m).run()
+    assert r.global_iter == 3 and (tmp_path / "b" / "work" / "iter_3.pth").exists()
+    m2 = ToyDetector()
+    r2 = Trainer(toy_preset(), opts(tmp_path / "b", ann, max_iters=5, resume=str(tmp_path / "b" / "work" / "iter_3.pth")),
+                 model=m2).run()
+    assert r2.global_iter == 5
+    for k, v in _params(ref).items():
+        assert torch.equal(v, _params(m2)[k]), k
+
+
+def test_sigint_saves_checkpoint(tmp_path):
+    ann = make_set(tmp_path)
+
+    def ctrl_c(trainer, _):
+        if trainer.global_iter == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    res = Trainer(toy_preset(), opts(tmp_path, ann, callbacks=[ctrl_c]), model=ToyDetector()).run()
+    assert res.interrupted and res.global_iter == 1
+    assert (tmp_path / "work" / "iter_1.pth").exists() and (tmp_path / "work" / "latest.pth").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_errors(tmp_path):
+    ann = make_set(tmp_path)
+    with pytest.raises(UserError, match="no latest.pth"):
+        Trainer(toy_preset(), opts(tmp_path, ann, resume="latest"), model=ToyDetector()).run()
+    bad = tmp_path / "weights.pth"
+    torch.save({"state_dict": ToyDetector().state_dict()}, bad)
+    with pytest.raises(UserError, match="not a nuim training checkpoint"):
+        Trainer(toy_preset(), opts(tmp_path, ann, resume=str(bad)), model=ToyDetector()).run()
+
+
+def test_diverging_loss_is_reported(tmp_path):
+    ann = make_set(tmp_path)
+
+    class Nan(ToyDetector):
+        def loss(self, batch):
+            out = super().loss(batch)
+            out["loss_box"] = out["loss_box"] * float("nan")
+            return out
+
+    from nuimcli.engine.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="loss is nan"):
+        Trainer(toy_preset(), opts(tmp_path, ann), model=Nan()).run()
+
+
+# --------------------------------------------------------------------------- two CPU processes
+
+
+def _ddp_worker(world, root: str, out: str) -> None:
+    from nuimcli.engine.distributed import cleanup, init
+
+    init(world, "cpu")
+    torch.set_num_threads(1)
+    seen = []
+
+    class Recording(ToyDetector):
+        def loss(self, batch):
+            seen.extend(m["image_id"] for m in batch["img_metas"])
+            return super().loss(batch)
+
+    try:
+        model = Recording()
+        ann = Path(root) / "train.json"
+        p = toy_preset()
+        p.data.samples_per_gpu = 1
+        Trainer(p, opts(Path(root), ann, max_iters=4), world=world, model=model).run()
+        torch.save({"params": _params(model), "seen": seen}, Path(out) / f"rank{world.rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
+    from nuimcli.engine.distributed import spawn
+
+    make_set(tmp_path, n=8)
+    spawn(_ddp_worker, 2, args=(str(tmp_path), str(tmp_path)))
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    for k, v in r0["params"].items():
+        if "running" in k or "num_batches" in k:
+            continue  # BN statistics are per process (no SyncBN), as in mmdet
+        assert torch.allclose(v, r1["params"][k], atol=1e-6), k
+    # One epoch of 8 images = 4 iterations x 2 ranks x 1 image: disjoint halves.
+    assert len(r0["seen"]) == len(r1["seen"]) == 4
+    assert sorted(r0["seen"] + r1["seen"]) == list(range(8))
+    log = [json.loads(x) for x in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["world_size"] == 2 and log[0]["total_batch"] == 2
