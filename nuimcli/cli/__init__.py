@@ -81,6 +81,9 @@ def _register_commands() -> None:
     # Each module adds its command(s) to `app` on import.
     from nuimcli.cli import presets_cmd  # noqa: F401
     from nuimcli.cli import train_cmd  # noqa: F401
+    from nuimcli.cli import zoo_cmd  # noqa: F401
+    from nuimcli.cli import convert_cmd  # noqa: F401
+    from nuimcli.cli import demo_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -466,7 +466,7 @@ def index_version(
 ) -> VersionIndex:
     """Stream the four tables of ``<data_root>/<version>`` once and index them.
 
-    ``on_stage(description, total_bytes)`` / ``on_bytes(n)`` report progress per table.
+    ``on_stage(description, total_bytes)`` (once) and ``on_bytes(n)`` report reading progress.
     Raises :class:`UserError` (naming file and token) for a missing folder or table, invalid JSON,
     a row without a required field, a duplicate key-frame token, or an annotation whose
     ``sample_data_token`` or ``category_token`` does not exist.
@@ -477,11 +477,11 @@ def index_version(
             raise UserError(f"{vdir / (t + '.json')}: table file is missing (the converter needs "
                             f"{', '.join(x + '.json' for x in CONVERTER_TABLES)})")
 
+    if on_stage is not None:
+        on_stage(f"{version}: reading tables", sum((vdir / f"{t}.json").stat().st_size for t in CONVERTER_TABLES))
+
     def stage(t: str) -> Path:
-        p = vdir / f"{t}.json"
-        if on_stage is not None:
-            on_stage(f"{version}: reading {t}.json", p.stat().st_size)
-        return p
+        return vdir / f"{t}.json"
 
     categories = load_categories(stage("category"))
     if on_bytes is not None:

@@ -1,0 +1,100 @@
+"""``nuim convert``: nuImages tables -> COCO json + semantic PNGs (argument parsing and rendering only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nuimcli.cli import app
+from nuimcli.utils.progress import err_console, make_progress
+
+
+class RichConvertProgress:
+    """:class:`nuimcli.data.convert.ConvertProgress` on a rich bar (one task per stage)."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.task = None
+        self.reading = False
+
+    def stage(self, description: str, total: int, unit: str) -> None:
+        # Only the image bars stay on screen; a table-reading bar goes when its version's images start.
+        if self.task is not None and self.reading:
+            self.progress.remove_task(self.task)
+        self.reading = unit == "B"
+        self.task = self.progress.add_task(description, total=max(total, 0))
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+def run_convert(data_root: Path, versions: List[str], out_dir: Optional[Path], nproc: int, extra_tag: str,
+                quiet: bool = False) -> list:
+    """Run the converter with a progress bar on stderr; returns the list of VersionSummary."""
+    from nuimcli.data.convert import convert
+
+    with make_progress("img", transient=quiet) as bar:
+        return convert(data_root, versions, out_dir=out_dir, nproc=nproc, extra_tag=extra_tag,
+                       progress=RichConvertProgress(bar))
+
+
+def summary_table(summaries: list) -> Table:
+    """One column per version: images, annotations per class, dropped/ignored rows, PNGs, time."""
+    from nuimcli.data.nuimages import NUS_CATEGORIES
+
+    t = Table(title="nuim convert")
+    t.add_column("")
+    for s in summaries:
+        t.add_column(s.version, justify="right")
+    rows = [("images (key frames)", lambda s: s.images),
+            ("annotations", lambda s: s.annotations)]
+    rows += [(f"  {c}", (lambda c: lambda s: s.annotations_per_class[c])(c)) for c in NUS_CATEGORIES]
+    rows += [
+        ("objects painted only (no class)", lambda s: s.objects_painted_only),
+        ("null object masks dropped", lambda s: s.null_object_masks),
+        ("null surface masks dropped", lambda s: s.null_surface_masks),
+        ("annotations on sweeps ignored", lambda s: s.non_key_frame_annotations),
+        ("PNGs written", lambda s: s.pngs_written),
+        ("PNGs reused (unchanged)", lambda s: s.pngs_reused),
+        ("max semantic index", lambda s: "—" if s.max_semantic_index is None else s.max_semantic_index),
+        ("time", lambda s: f"{s.seconds:.1f} s"),
+    ]
+    for name, get in rows:
+        t.add_row(name, *[f"{get(s):,}" if isinstance(get(s), int) else str(get(s)) for s in summaries])
+    return t
+
+
+@app.command("convert")
+def convert_cmd(
+    data_root: Path = typer.Option(Path("./data/nuimages"), "--data-root",
+                                   help="nuImages root holding the version folders (v1.0-train/, ...)."),
+    version: List[str] = typer.Option(["v1.0-mini"], "--version",
+                                      help="Version(s) to convert; several after one flag work: "
+                                           "--version v1.0-train v1.0-val."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir",
+                                           help="Output folder [default: <data-root>/annotations]."),
+    nproc: int = typer.Option(4, "--nproc", min=0, help="Worker processes painting the semantic PNGs "
+                                                       "(0 or 1: in this process)."),
+    extra_tag: str = typer.Option("nuimages", "--extra-tag", help="JSON file name prefix: <tag>_<version>.json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Convert nuImages tables to COCO json + semantic PNGs, as mmdetection3d's nuimage_converter.py.
+
+    Writes <out-dir>/<extra-tag>_<version>.json and <out-dir>/semantic_masks/samples/<CAM>/<name>.png.
+    Re-running after an interruption repaints only PNGs that are missing or whose inputs changed.
+    """
+    summaries = run_convert(data_root, version, out_dir, nproc, extra_tag, quiet=json_out)
+    if json_out:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+        return
+    out = Console()
+    out.print(summary_table(summaries))
+    for s in summaries:
+        out.print(f"{s.version}: [bold]{s.json_path}[/]  (semantic PNGs in {s.semantic_dir})", highlight=False)
+    err_console.print("[green]done[/]")

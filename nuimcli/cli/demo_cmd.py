@@ -1,0 +1,84 @@
+"""``nuim demo``: the whole path on a small synthetic set, one step after another.
+
+Steps are plain functions in :data:`DEMO_STEPS`, run in order on a shared :class:`DemoContext`;
+a later step (train, evaluate, predict) is added by appending ``("name", function)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from nuimcli.cli import app
+from nuimcli.utils.progress import err_console
+
+DEMO_VERSIONS = ("v1.0-train", "v1.0-val")
+
+
+@dataclass
+class DemoContext:
+    """What the steps share: the demo folder and what each step produced."""
+
+    out: Path
+    nproc: int = 2
+    results: dict[str, Any] = field(default_factory=dict)  # step name -> its result
+    lines: list[str] = field(default_factory=list)         # "where is what", printed at the end
+
+    @property
+    def data_root(self) -> Path:
+        return self.out / "data" / "nuimages"
+
+    @property
+    def ann_dir(self) -> Path:
+        return self.data_root / "annotations"
+
+
+def step_data(ctx: DemoContext) -> Any:
+    """Write the synthetic nuImages set (tables + JPEGs) under ``<out>/data/nuimages``."""
+    from nuimcli.data.synthetic import write_default_demo_set
+
+    summaries = write_default_demo_set(ctx.data_root)
+    n = ", ".join(f"{s.version}: {s.num_key_frames} images, {s.num_objects} objects" for s in summaries)
+    ctx.lines.append(f"synthetic nuImages ({n}): {ctx.data_root}")
+    return summaries
+
+
+def step_convert(ctx: DemoContext) -> Any:
+    """``nuim convert`` of the demo versions into ``<data_root>/annotations``."""
+    from nuimcli.cli.convert_cmd import run_convert
+
+    summaries = run_convert(ctx.data_root, list(DEMO_VERSIONS), ctx.ann_dir, ctx.nproc, "nuimages")
+    for s in summaries:
+        ctx.lines.append(f"COCO json {s.version} ({s.images} images, {s.annotations} annotations): {s.json_path}")
+    ctx.lines.append(f"semantic PNGs: {summaries[0].semantic_dir}")
+    return summaries
+
+
+#: (name, step) in execution order; append to extend the demo.
+DEMO_STEPS: list[tuple[str, Callable[[DemoContext], Any]]] = [
+    ("data", step_data),
+    ("convert", step_convert),
+]
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("./nuim-demo"), "--out", help="Folder for everything the demo writes."),
+    nproc: int = typer.Option(2, "--nproc", min=0, help="Worker processes for the conversion."),
+) -> None:
+    """Run the pipeline on a small synthetic nuImages set: generate it, convert it (more steps to come)."""
+    ctx = DemoContext(out=out, nproc=nproc)
+    for name, step in DEMO_STEPS:
+        t0 = time.perf_counter()
+        err_console.print(f"[bold]demo:[/] {name} …")
+        ctx.results[name] = step(ctx)
+        err_console.print(f"[bold]demo:[/] {name} done in {time.perf_counter() - t0:.1f} s")
+    console = Console()
+    console.print("[bold]nuim demo finished.[/] Outputs:")
+    for line in ctx.lines:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
