@@ -1,0 +1,324 @@
+"""The model zoo: the released nuImages checkpoints of the results table, cached and verified.
+
+The registry is built from the presets (one source of truth): every preset with a ``release``
+block is one row of the table, named by its preset name (``mask-rcnn-r50-1x``). Rows whose
+release links no file are listed as not released.
+
+Files are cached under :func:`cache_dir` (``$NUIM_HOME`` or ``~/.cache/nuimcli``) in
+``checkpoints/``, keeping their upstream file names; a download in progress is ``<file>.part``.
+Every file goes through :func:`nuimcli.download.fetch` (progress, resume, retries, hash check,
+``NUIM_ZOO_URL`` mirrors) — released checkpoints as well as the ImageNet backbones and COCO
+``load_from`` detectors that training starts from (:func:`fetch_to_cache`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from nuimcli import download
+from nuimcli.download import DownloadError
+from nuimcli.errors import UserError
+from nuimcli.presets import Preset, list_presets, load_preset
+
+HOME_ENV = "NUIM_HOME"
+
+_DETECTOR_NAMES = {"mask_rcnn": "Mask R-CNN", "cascade_mask_rcnn": "Cascade Mask R-CNN", "htc": "HTC"}
+
+
+def cache_dir() -> Path:
+    """nuimcli's cache folder: ``$NUIM_HOME`` if set, else ``~/.cache/nuimcli`` (not created here)."""
+    home = os.environ.get(HOME_ENV, "").strip()
+    return Path(home).expanduser() if home else Path("~/.cache/nuimcli").expanduser()
+
+
+def checkpoints_dir() -> Path:
+    """Where downloaded files live: ``<cache_dir>/checkpoints``."""
+    return cache_dir() / "checkpoints"
+
+
+def architecture(preset: Preset) -> str:
+    """A short human name of the preset's model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``."""
+    m = preset.model
+    b = m.backbone
+    backbone = f"X-{b.depth}-{b.groups}x{b.base_width}d" if b.groups > 1 else f"R-{b.depth}"
+    if b.style == "caffe":
+        backbone += "-caffe"
+    name = f"{_DETECTOR_NAMES.get(m.detector, m.detector)} {backbone}-FPN"
+    if any(b.dcn_stages):
+        name += " DCN"
+    if m.detector == "htc" and not m.semantic.enabled:
+        name += " (no semantic)"
+    return name
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One row of the results table and its released file (if any)."""
+
+    name: str  #: the preset name, used everywhere as the zoo name
+    row: int
+    architecture: str
+    detector: str
+    pretrain: str
+    schedule: str
+    mem_gb: Optional[float]
+    box_ap: Optional[float]
+    mask_ap: Optional[float]
+    checkpoint_url: Optional[str]
+    hash8: Optional[str]  #: first 8 hex digits of the file's SHA-256 (mmdet's file-name suffix)
+    log_url: Optional[str]
+    config: str = ""  #: the mmdet3d v0.x config name
+
+    @property
+    def released(self) -> bool:
+        """True when the row links a released checkpoint file."""
+        return bool(self.checkpoint_url)
+
+    @property
+    def filename(self) -> Optional[str]:
+        """The upstream file name, kept by the cached copy (None when not released)."""
+        return download.file_name_of(self.checkpoint_url) if self.checkpoint_url else None
+
+    @property
+    def path(self) -> Optional[Path]:
+        """Where the checkpoint is (or would be) cached; None when not released."""
+        return checkpoints_dir() / self.filename if self.filename else None
+
+    @property
+    def downloaded(self) -> bool:
+        """True when the verified file is in the cache."""
+        p = self.path
+        return p is not None and p.is_file()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``nuim zoo list --json`` prints per row)."""
+        d = asdict(self)
+        d["released"] = self.released
+        d["filename"] = self.filename
+        d["downloaded"] = self.downloaded
+        d["path"] = str(self.path) if self.path else None
+        return d
+
+
+def entry_from_preset(preset: Preset) -> ZooEntry:
+    """The zoo entry of a preset that carries a ``release`` block."""
+    r = preset.release
+    if r is None:
+        raise UserError(f"preset '{preset.name}' is not a row of the results table (no release block)")
+    return ZooEntry(
+        name=preset.name,
+        row=r.row,
+        architecture=architecture(preset),
+        detector=preset.model.detector,
+        pretrain=r.pretrain,
+        schedule=r.schedule,
+        mem_gb=r.mem_gb,
+        box_ap=r.box_ap,
+        mask_ap=r.mask_ap,
+        checkpoint_url=r.checkpoint_url or None,
+        hash8=r.hash8 or None,
+        log_url=r.log_url or None,
+        config=r.config,
+    )
+
+
+def registry() -> list[ZooEntry]:
+    """Every row of the results table (presets with a ``release`` block), in table order."""
+    out = []
+    for name in list_presets():
+        preset = load_preset(name)
+        if preset.release is not None:
+            out.append(entry_from_preset(preset))
+    return out
+
+
+def _suggestion(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def get_entry(name: str, entries: Optional[list[ZooEntry]] = None) -> ZooEntry:
+    """The entry named ``name``; an unknown name is a :class:`UserError` suggesting the closest."""
+    entries = registry() if entries is None else entries
+    for e in entries:
+        if e.name == name:
+            return e
+    raise UserError(f"unknown zoo name '{name}'{_suggestion(name, [e.name for e in entries])}; `nuim zoo list` shows them")
+
+
+def entry_for_path(path: str | os.PathLike) -> Optional[ZooEntry]:
+    """The entry whose released file has ``path``'s file name (upstream names are unique), or None."""
+    name = Path(path).name
+    for e in registry():
+        if e.filename == name:
+            return e
+    return None
+
+
+def _not_released(entry: ZooEntry) -> UserError:
+    return UserError(
+        f"'{entry.name}' (row {entry.row}) has no released checkpoint (the results table links no file); "
+        f"train it with `nuim train {entry.name}`"
+    )
+
+
+def download_entry(
+    entry: ZooEntry, base_url: Optional[str] = None, progress: bool = True, force: bool = False, **fetch_kwargs: Any
+) -> Path:
+    """Download (or find in the cache) the released checkpoint of ``entry``, verified by its hash.
+
+    ``base_url`` None uses ``NUIM_ZOO_URL``. Raises :class:`UserError` for a row without a file,
+    :class:`~nuimcli.download.DownloadError` when the file cannot be fetched or does not verify.
+    """
+    if not entry.released:
+        raise _not_released(entry)
+    assert entry.path is not None and entry.checkpoint_url is not None
+    expected = entry.hash8 or download.hash_prefix_from_name(entry.checkpoint_url)
+    return download.fetch(
+        entry.checkpoint_url, entry.path, expected_hash8=expected, base_url=base_url,
+        progress=progress, force=force, **fetch_kwargs,
+    )
+
+
+def fetch_to_cache(url: str, base_url: Optional[str] = None, progress: bool = True, **fetch_kwargs: Any) -> Path:
+    """Any published file (ImageNet backbone, COCO ``load_from`` checkpoint…) into the cache.
+
+    The file keeps its upstream name under :func:`checkpoints_dir`; when that name carries a
+    hash suffix (``resnet50-19c8e357.pth``) the download is verified against it. A ``file://``
+    URL or an existing local path is returned as is (nothing copied).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if not parts.scheme and Path(url).expanduser().exists():
+        return Path(url).expanduser()
+    dest = checkpoints_dir() / download.file_name_of(url)
+    return download.fetch(
+        url, dest, expected_hash8=download.hash_prefix_from_name(url), base_url=base_url,
+        progress=progress, **fetch_kwargs,
+    )
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike, download: bool = True, base_url: Optional[str] = None, progress: bool = True
+) -> Path:
+    """A checkpoint argument → a local file.
+
+    An existing path is returned as is. A zoo name (``mask-rcnn-r50-1x``) gives its cached
+    file, downloaded first when ``download`` (else a :class:`UserError` saying how to get it).
+    An http(s) URL is fetched into the cache. Anything else is a :class:`UserError` naming the
+    closest zoo name.
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    scheme = urllib.parse.urlsplit(text).scheme
+    if scheme in ("http", "https", "file"):
+        return fetch_to_cache(text, base_url=base_url, progress=progress)
+    entries = registry()
+    by_name = {e.name: e for e in entries}
+    if text in by_name:
+        entry = by_name[text]
+        if not entry.released:
+            raise _not_released(entry)
+        if entry.downloaded:
+            return entry.path  # type: ignore[return-value]
+        if not download:
+            raise UserError(f"'{text}' is not downloaded; run `nuim zoo download {text}`")
+        try:
+            return download_entry(entry, base_url=base_url, progress=progress)
+        except DownloadError as e:
+            raise type(e)(f"{e}, or pass a local checkpoint file instead of the zoo name") from None
+    looks_like_path = os.sep in text or "/" in text or path.suffix in (".pth", ".pt", ".ckpt")
+    if looks_like_path:
+        raise UserError(f"checkpoint file {text} does not exist")
+    raise UserError(
+        f"'{text}' is neither a checkpoint file nor a zoo name{_suggestion(text, list(by_name))}; "
+        "`nuim zoo list` shows the names"
+    )
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass
+class CheckResult:
+    """What ``nuim zoo check`` found for one checkpoint."""
+
+    name: str
+    path: Optional[str]
+    expected_hash8: Optional[str]
+    found_hash8: Optional[str] = None
+    hash_ok: Optional[bool] = None  #: None when there was no file to hash
+    load_ok: Optional[bool] = None  #: None when loading was not attempted
+    detail: str = ""
+    tensors: Optional[int] = None  #: tensors in the loaded state dict
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the hash matched and the strict load (if attempted) succeeded."""
+        return bool(self.hash_ok) and self.load_ok is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with ``ok``."""
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def load_into_preset_model(path: str | os.PathLike, preset_name: str) -> int:
+    """Build ``preset_name``'s model and load the checkpoint at ``path`` into it strictly.
+
+    Returns the number of tensors loaded. Raises the model code's ``CheckpointMismatch``
+    (a :class:`UserError`) on missing / unexpected / mis-shaped keys.
+    """
+    from nuimcli.models.build import build_model
+    from nuimcli.models.checkpoints import load_checkpoint, load_state_dict_strict
+
+    model = build_model(load_preset(preset_name))
+    ckpt = load_checkpoint(str(path), map_location="cpu")
+    state_dict = ckpt["state_dict"]
+    load_state_dict_strict(model, state_dict, preset_name, source=str(path))
+    return len(state_dict)
+
+
+def check_entry(entry: ZooEntry, load: bool = True) -> CheckResult:
+    """Re-hash the cached file of ``entry`` and (if ``load``) load it strictly into its preset's model."""
+    t0 = time.perf_counter()
+    res = CheckResult(name=entry.name, path=str(entry.path) if entry.path else None, expected_hash8=entry.hash8)
+    if not entry.released:
+        res.detail = "no released checkpoint"
+        return res
+    if not entry.downloaded:
+        res.detail = f"not downloaded (`nuim zoo download {entry.name}`)"
+        return res
+    expected = entry.hash8 or download.hash_prefix_from_name(entry.checkpoint_url or "")
+    res.expected_hash8 = expected
+    found = download.sha256_file(entry.path)  # type: ignore[arg-type]
+    res.found_hash8 = found[: len(expected) if expected else 8]
+    res.hash_ok = expected is not None and found.startswith(expected)
+    if not res.hash_ok:
+        res.detail = f"SHA-256 starts with {res.found_hash8}, expected {expected}: the file is damaged; download it again with --force"
+    elif load:
+        try:
+            n = load_into_preset_model(entry.path, entry.name)  # type: ignore[arg-type]
+            res.load_ok = True
+            res.tensors = n
+            res.detail = f"{n} tensors loaded strictly"
+        except UserError as e:
+            res.load_ok = False
+            res.detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        except Exception as e:  # noqa: BLE001 — a broken file must be reported, not crash the report
+            res.load_ok = False
+            res.detail = f"cannot load: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    res.seconds = time.perf_counter() - t0
+    return res
