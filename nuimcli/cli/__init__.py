@@ -82,7 +82,6 @@ def _register_commands() -> None:
     from nuimcli.cli import presets_cmd  # noqa: F401
     from nuimcli.cli import train_cmd  # noqa: F401
     from nuimcli.cli import zoo_cmd  # noqa: F401
-    from nuimcli.cli import zoo_cmd  # noqa: F401
     from nuimcli.cli import convert_cmd  # noqa: F401
     from nuimcli.cli import demo_cmd  # noqa: F401
 
