@@ -221,11 +221,43 @@ def _summarize(ev: Any, ap: bool, iou_thr: float | None = None, area: str = "all
     return float(np.mean(valid)) if valid.size else float("nan")
 
 
-def _evaluate_type(gt_coco: Any, dets: list[dict], iou_type: str, cat_ids: list[int], img_ids: list[int],
+def _results_coco(gt_coco: Any, results: Sequence[dict], iou_type: str) -> Any:
+    """The detections as a COCO object, as ``COCO.loadRes`` builds it for ``iou_type``.
+
+    ``loadRes`` takes a detection's area from its ``bbox`` whenever the first result has one,
+    which is why mmdet (>= 2.12) deletes ``bbox`` from mask results. Here the annotations are
+    built directly: ``segm`` detections get their mask area (pycocotools' ``area``), ``bbox``
+    detections w * h; ids 1..N in list order and ``iscrowd`` 0, as ``loadRes`` assigns them.
+    Only the keys the evaluation reads are copied, so the caller's dicts stay untouched.
+    """
+    from faster_coco_eval import COCO
+    from pycocotools import mask as mask_util
+
+    anns: list[dict] = []
+    if iou_type == "bbox":
+        for i, r in enumerate(results):
+            b = r["bbox"]
+            anns.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                         "bbox": b, "area": b[2] * b[3], "id": i + 1, "iscrowd": 0})
+    else:
+        area = mask_util.area  # one C call per mask: faster than the batched form here
+        for i, r in enumerate(results):
+            seg = r["segmentation"]
+            if isinstance(seg.get("counts"), list):  # uncompressed RLE -> compressed, as loadRes expects
+                seg = mask_util.frPyObjects(seg, *seg["size"])
+            anns.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                         "segmentation": seg, "area": float(area(seg)), "id": i + 1, "iscrowd": 0})
+    res = COCO(print_function=_quiet)
+    res.dataset = {"images": gt_coco.dataset["images"], "categories": gt_coco.dataset["categories"], "annotations": anns}
+    res.createIndex()
+    return res
+
+
+def _evaluate_type(gt_coco: Any, dets: Sequence[dict], iou_type: str, cat_ids: list[int], img_ids: list[int],
                    cat_names: dict[int, str]) -> IoUTypeMetrics:
     from faster_coco_eval import COCOeval_faster
 
-    dt_coco = gt_coco.loadRes(dets)
+    dt_coco = _results_coco(gt_coco, dets, iou_type)
     ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
     ev.params.catIds = list(cat_ids)
     ev.params.imgIds = list(img_ids)
@@ -295,11 +327,7 @@ def evaluate_results(
         gt_coco = COCO(gt, print_function=_quiet)
         out: dict[str, IoUTypeMetrics | None] = {"bbox": None, "segm": None}
         for t in doable:
-            if t == "bbox":
-                dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
-            else:  # without bbox: the detection's area is its mask area
-                dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
-            out[t] = _evaluate_type(gt_coco, dets, t, cat_ids, img_ids, cat_names)
+            out[t] = _evaluate_type(gt_coco, results, t, cat_ids, img_ids, cat_names)
     return CocoMetrics(
         bbox=out["bbox"], segm=out["segm"], reference_compat=reference_compat,
         num_images=len(img_ids), num_detections=len(results),

@@ -246,6 +246,11 @@ def test_box_only_results_skip_masks_and_inputs_are_not_modified(tmp_path):
     m = evaluate_results(dets, gt)
     assert m.segm is None and m.bbox.AP == 1.0
     assert dets == before_d and gt == before_gt
+    full = perfect_dets(gt)
+    before_full = copy.deepcopy(full)
+    for compat in (False, True):
+        evaluate_results(full, gt, reference_compat=compat)
+    assert full == before_full and gt == before_gt
     out = m.to_dict()
     assert "segm" not in out and out["mode"] == "shifted-ids"
     assert out["bbox"]["per_class"]["truck"] is None  # nan -> null in JSON
