@@ -55,6 +55,7 @@ from nuimcli.errors import UserError
 #: Bump when the pixels written for the same inputs change: every PNG is then repainted once.
 FORMAT_VERSION = 1
 MANIFEST_NAME = ".nuim-convert-manifest.jsonl"
+LOCK_NAME = ".nuim-convert.lock"
 SEMANTIC_DIR = "semantic_masks"
 
 
@@ -128,8 +129,43 @@ def convert(
             if not (vdir / f"{t}.json").is_file():
                 raise UserError(f"{vdir / (t + '.json')}: table file is missing")
     out = Path(out_dir) if out_dir is not None else default_out_dir(data_root)
-    return [convert_version(data_root, v, out, nproc=nproc, extra_tag=extra_tag,
-                            progress=progress, chunk_size=chunk_size) for v in dict.fromkeys(versions)]
+    with _out_dir_lock(out):
+        return [convert_version(data_root, v, out, nproc=nproc, extra_tag=extra_tag,
+                                progress=progress, chunk_size=chunk_size) for v in dict.fromkeys(versions)]
+
+
+@contextlib.contextmanager
+def _out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``<out>/.nuim-convert.lock`` (flock; released if the process dies): one run per folder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(out_dir / LOCK_NAME, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{out_dir}: another 'nuim convert' is writing to this folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Delete temporary files left by a killed run (ours only: hidden names ending in .tmp / .tmp.png)."""
+    for p in out_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+    seg = out_dir / SEMANTIC_DIR
+    if seg.is_dir():
+        for dirpath, _, files in os.walk(seg):
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp.png"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, name))
 
 
 def convert_version(
@@ -191,6 +227,7 @@ def convert_version(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_json, json_path)
+        _remove_stale_temps(out_dir)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_json.unlink()
