@@ -62,6 +62,10 @@ class _Retryable(Exception):
     """A failure worth another attempt (connection trouble, cut body, 5xx)."""
 
 
+class _Fatal(Exception):
+    """A failure another attempt would not fix (404, a missing local file)."""
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -142,7 +146,7 @@ class _Source:
 def _open_file_url(url: str, offset: int) -> _Source:
     path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
     if not path.is_file():
-        raise DownloadError(f"cannot download {url}: no such file {path}")
+        raise _Fatal(f"no such file {path}")
     total = path.stat().st_size
     f = open(path, "rb")
     if offset > total:
@@ -165,7 +169,7 @@ def _open_http(url: str, offset: int, timeout: float) -> _Source:
             raise _RestartFromZero() from None
         if e.code >= 500 or e.code == 429:
             raise _Retryable(f"HTTP {e.code} {e.reason}") from None
-        raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+        raise _Fatal(f"HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, HTTPException, OSError) as e:
         reason = getattr(e, "reason", None) or e
         raise _Retryable(str(reason)) from None
@@ -255,10 +259,12 @@ def _one_attempt(src_url: str, part: Path, timeout: float, bar, task) -> None:
         mode = "ab" if src.offset > 0 else "wb"  # 0: fresh start, or the server ignored Range
         got = src.offset
         bar.update(task, total=src.total, completed=got)
+        # read1: whatever has arrived (up to CHUNK), so a stall loses no received bytes.
+        read = getattr(src.stream, "read1", src.stream.read)
         with open(part, mode) as out:
             while True:
                 try:
-                    block = src.stream.read(CHUNK)
+                    block = read(CHUNK)
                 except (HTTPException, OSError) as e:  # reset, timeout, incomplete chunk
                     raise _Retryable(f"connection lost after {got} bytes: {e}") from None
                 if not block:
@@ -338,8 +344,8 @@ def fetch(
                 if failures > retries:
                     raise DownloadError(f"cannot download {where}: {e}; {_hint(dest)}") from None
                 time.sleep(backoff * (2 ** max(failures - 1, 0)))
-            except DownloadError as e:
-                raise DownloadError(f"{e}; {_hint(dest)}") from None
+            except _Fatal as e:
+                raise DownloadError(f"cannot download {where}: {e}; {_hint(dest)}") from None
             except OSError as e:  # the local side: disk full, permissions
                 raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
 
