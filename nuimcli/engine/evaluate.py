@@ -1,0 +1,211 @@
+"""Evaluation over a split: batched inference on every image of a COCO file, the COCO results
+list, then box and mask metrics (:mod:`nuimcli.engine.coco_metrics`).
+
+Under ``torch.distributed`` (initialised by the caller, e.g. ``torchrun … nuim eval``) each rank
+predicts every ``world_size``-th image and rank 0 gathers all results and computes the metrics.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from nuimcli import CLASSES
+from nuimcli.engine.coco_metrics import CocoMetrics, evaluate_results, load_ground_truth
+from nuimcli.errors import UserError
+
+#: The converter's output layout under the data root.
+DEFAULT_ANN_FILE = "annotations/nuimages_v1.0-val.json"
+
+
+def default_ann_file(data_root: str | os.PathLike) -> Path:
+    """``<data_root>/annotations/nuimages_v1.0-val.json`` (what ``nuim convert`` writes)."""
+    return Path(data_root) / DEFAULT_ANN_FILE
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """A bool ``[H, W]`` mask → COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask[:, :, None], dtype=np.uint8))[0]
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def category_ids_for_labels(gt: dict, where: str = "annotation file") -> list[int]:
+    """``ids[label]`` = the id of the GT category named ``CLASSES[label]`` (mmdet's ``cat_ids``).
+
+    The converter numbers them 0..9 in class order, so this is the identity there; a file
+    lacking one of the 10 class names is a :class:`UserError`.
+    """
+    by_name = {c.get("name"): c["id"] for c in gt["categories"]}
+    missing = [n for n in CLASSES if n not in by_name]
+    if missing:
+        raise UserError(f"{where}: has no category named {', '.join(missing)} (not a nuImages COCO file?)")
+    return [by_name[n] for n in CLASSES]
+
+
+def prediction_to_coco(pred: Any, image_id: int, cat_ids: Sequence[int]) -> list[dict]:
+    """One image's :class:`~nuimcli.models.detector.Prediction` → COCO results entries.
+
+    Each entry: ``image_id``, ``bbox`` [x, y, w, h] (from x1, y1, x2, y2), ``score``,
+    ``category_id`` = ``cat_ids[label]`` and, when the model predicts masks, ``segmentation``
+    (RLE with ``counts`` as str) — one list that serves both box and mask evaluation.
+    """
+    out = []
+    boxes = np.asarray(pred.boxes, dtype=np.float64)
+    for i in range(len(pred.scores)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        r = {
+            "image_id": image_id,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(pred.scores[i]),
+            "category_id": int(cat_ids[int(pred.labels[i])]),
+        }
+        if pred.masks is not None:
+            r["segmentation"] = mask_to_rle(pred.masks[i])
+        out.append(r)
+    return out
+
+
+def _read(path: Path) -> np.ndarray:
+    from nuimcli.data.transforms import load_image
+
+    return load_image(path)
+
+
+def _prefetched(paths: Sequence[Path], ahead: int) -> Iterator[np.ndarray]:
+    """Decode images in a background thread, at most ``ahead`` in flight (bounded memory)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: collections.deque[Future] = collections.deque()
+        it = iter(paths)
+        for p in it:
+            pending.append(pool.submit(_read, p))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            img = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_read, nxt))
+            yield img
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_to_rank0(obj: Any) -> Optional[list[Any]]:
+    """Every rank's ``obj`` as a list on rank 0 (rank order), None on the other ranks; ``[obj]``
+    when not distributed."""
+    import torch.distributed as dist
+
+    rank, world = _dist_info()
+    if world == 1:
+        return [obj]
+    box: Optional[list[Any]] = [None] * world if rank == 0 else None
+    dist.gather_object(obj, box, dst=0)
+    return box
+
+
+def infer_results(
+    model: Any,
+    images: Sequence[dict],
+    data_root: str | os.PathLike,
+    cat_ids: Sequence[int],
+    batch_size: int = 2,
+    progress: bool = True,
+) -> list[dict]:
+    """Predict every image (``images``: COCO image entries, ``file_name`` relative to
+    ``data_root``) and return the COCO results list, in image order.
+
+    Distributed: this rank predicts images ``rank::world_size``; rank 0 returns everything
+    (gathered), the other ranks return ``[]``.
+    """
+    import torch
+
+    from nuimcli.utils.progress import make_progress
+
+    rank, world = _dist_info()
+    root = Path(data_root)
+    mine = list(range(rank, len(images), world))
+    paths = [root / images[i]["file_name"] for i in mine]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UserError(f"image {missing[0]} does not exist{more} (is --data-root right?)")
+    batch_size = max(1, int(batch_size))
+    per_image: list[tuple[int, list[dict]]] = []
+    bar = make_progress("img", transient=False)
+    show = progress and rank == 0
+    desc = "eval" if world == 1 else f"eval (rank 0 of {world})"
+    with (bar if show else _NullCtx()):
+        task = bar.add_task(desc, total=len(mine)) if show else None
+        stream = _prefetched(paths, ahead=2 * batch_size)
+        for start in range(0, len(mine), batch_size):
+            idxs = mine[start : start + batch_size]
+            arrays = [next(stream) for _ in idxs]
+            with torch.no_grad():
+                preds = model.predict(arrays, batch_size=batch_size)
+            for i, pred in zip(idxs, preds):
+                per_image.append((i, prediction_to_coco(pred, images[i]["id"], cat_ids)))
+            if show:
+                bar.update(task, advance=len(idxs))
+    gathered = gather_to_rank0(per_image)
+    if gathered is None:
+        return []
+    merged = sorted((item for part in gathered for item in part), key=lambda t: t[0])
+    return [r for _, rs in merged for r in rs]
+
+
+class _NullCtx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+@dataclass
+class EvalOutput:
+    """What :func:`evaluate_model` returns (``metrics``/``results`` are None on ranks other than 0)."""
+
+    metrics: Optional[CocoMetrics]
+    results: Optional[list[dict]]
+
+
+def evaluate_model(
+    model: Any,
+    ann_file: str | os.PathLike,
+    data_root: str | os.PathLike,
+    batch_size: int = 2,
+    reference_compat: bool = False,
+    progress: bool = True,
+) -> EvalOutput:
+    """Batched inference over every image of ``ann_file`` (images under ``data_root``), then COCO
+    box and mask metrics. ``model`` is a :class:`~nuimcli.models.detector.Detector` (anything
+    with ``predict(list_of_BGR_arrays, batch_size) -> list[Prediction]``)."""
+    gt = load_ground_truth(ann_file)
+    cat_ids = category_ids_for_labels(gt, f"annotation file {ann_file}")
+    results = infer_results(model, gt["images"], data_root, cat_ids, batch_size=batch_size, progress=progress)
+    rank, _ = _dist_info()
+    if rank != 0:
+        return EvalOutput(metrics=None, results=None)
+    if progress:
+        from nuimcli.utils.progress import err_console
+
+        with err_console.status(f"COCO metrics on {len(results)} detections …"):
+            metrics = evaluate_results(results, gt, reference_compat=reference_compat)
+    else:
+        metrics = evaluate_results(results, gt, reference_compat=reference_compat)
+    return EvalOutput(metrics=metrics, results=results)
