@@ -159,6 +159,15 @@ def test_tables_follow_the_official_schema(dataset):
     for s in t["sample"]:
         key = idx["sample_data"][s["key_camera_token"]]
         assert key["is_key_frame"] and key["sample_token"] == s["token"]
+        # The chain: sweeps back to an empty prev, then forward again to the key frame.
+        back = [key]
+        while back[-1]["prev"]:
+            back.append(idx["sample_data"][back[-1]["prev"]])
+        forward = [back[-1]]
+        while forward[-1]["next"]:
+            forward.append(idx["sample_data"][forward[-1]["next"]])
+        assert forward == back[::-1] and len(forward) == 3 and key["next"] == ""
+        assert all(r["sample_token"] == s["token"] and not r["is_key_frame"] for r in forward[:-1])
         assert s["timestamp"] == key["timestamp"] and s["log_token"] in idx["log"]
 
     for o in t["object_ann"]:
@@ -182,11 +191,20 @@ def test_masks_are_visible_parts_inside_amodal_boxes_and_objects_occlude(dataset
     classes = {CATEGORY_TO_CLASS[cat[o["category_token"]]] for o in t["object_ann"]}
     assert None in classes and len(classes & MAPPED_CLASSES) >= 4
 
-    overlaps = occluded = 0
+    overlaps = occluded = tight = 0
     for key in (r["token"] for r in t["sample_data"] if r["is_key_frame"]):
         objs = [o for o in t["object_ann"] if o["sample_data_token"] == key]
         surfaces = [s for s in t["surface_ann"] if s["sample_data_token"] == key]
         assert any(cat[s["category_token"]] == "flat.driveable_surface" for s in surfaces)
+        for s in surfaces:
+            if s["mask"] is None:
+                continue
+            rows = np.nonzero(_decode(s["mask"]).any(axis=1))[0]
+            if cat[s["category_token"]] == "vehicle.ego":  # a band on the bottom edge
+                assert rows.max() == H - 1 and rows.min() > 0.8 * H
+            else:  # the road: a large region in the lower part of the image
+                assert rows.max() > 0.8 * H and rows.min() > 0.35 * H  # the ego may cover the bottom
+                assert _decode(s["mask"]).sum() > 0.1 * H * W
         union = np.zeros((H, W), np.int32)
         for o in objs:
             if o["mask"] is None:
@@ -195,6 +213,8 @@ def test_masks_are_visible_parts_inside_amodal_boxes_and_objects_occlude(dataset
             assert m.shape == (H, W) and m.sum() > 0
             x0, y0, x1, y1 = o["bbox"]
             assert m[y0:y1 + 1, x0:x1 + 1].sum() == m.sum()  # visible mask inside the amodal box
+            ys, xs = np.nonzero(m)
+            tight += [xs.min(), ys.min(), xs.max(), ys.max()] == [x0, y0, x1, y1]
             union += m
         for s in surfaces:
             if s["mask"] is not None:
@@ -214,6 +234,8 @@ def test_masks_are_visible_parts_inside_amodal_boxes_and_objects_occlude(dataset
                         if mb[iy0:iy1 + 1, ix0:ix1 + 1].any() and not ma[iy0:iy1 + 1, ix0:ix1 + 1].all():
                             occluded += 1
     assert overlaps >= 5 and occluded >= 3
+    # Unoccluded objects' masks span their whole box (the box is the shape's extent).
+    assert tight >= 0.4 * (summary.num_objects - summary.num_null_masks)
 
 
 def test_jpeg_pixels_show_objects_in_their_class_colour(dataset):
