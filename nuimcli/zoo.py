@@ -14,6 +14,7 @@ Every file goes through :func:`nuimcli.download.fetch` (progress, resume, retrie
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import time
 import urllib.parse
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nuimcli import download
+from nuimcli import presets as _presets
 from nuimcli.download import DownloadError
 from nuimcli.errors import UserError
 from nuimcli.presets import Preset, list_presets, load_preset
@@ -131,12 +133,21 @@ def entry_from_preset(preset: Preset) -> ZooEntry:
 
 def registry() -> list[ZooEntry]:
     """Every row of the results table (presets with a ``release`` block), in table order."""
+    folder = _presets.presets_dir()
+    # Reading every preset costs ~0.5 s; a process asks often (resolve, check, list), and
+    # the key changes whenever a preset file does.
+    key = (str(folder),) + tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.glob("*.yaml")))
+    return list(_registry_for(key))
+
+
+@functools.lru_cache(maxsize=4)
+def _registry_for(key: tuple) -> tuple[ZooEntry, ...]:
     out = []
     for name in list_presets():
         preset = load_preset(name)
         if preset.release is not None:
             out.append(entry_from_preset(preset))
-    return out
+    return tuple(out)
 
 
 def _suggestion(name: str, names: list[str]) -> str:
