@@ -219,6 +219,11 @@ class ResNet(nn.Module):
         zero_init_residual: start the last BN of each block at 0 (only matters without
             pretrained weights).
         out_indices: which stages (0..3) to return.
+        channels_last: run the convolutions in channels-last memory format (``None`` = for
+            CPU inference under ``torch.no_grad()``, where oneDNN is ~1.5x faster with it;
+            results equal to float rounding). The
+            outputs (and so the FPN's) are then channels-last tensors: call ``.contiguous()``
+            before ops that prefer NCHW (e.g. ``roi_align`` on CPU).
 
     ``forward(x [B,3,H,W]) -> tuple`` of C2..C5 tensors with ``out_channels`` channels
     (256, 512, 1024, 2048 for Bottleneck; 64..512 for BasicBlock).
@@ -237,6 +242,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = True,
         in_channels: int = 3,
         out_indices: Sequence[int] = (0, 1, 2, 3),
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         if depth not in ARCH_SETTINGS:
@@ -252,6 +258,7 @@ class ResNet(nn.Module):
         self.norm_requires_grad = norm_requires_grad
         self.zero_init_residual = zero_init_residual
         self.out_indices = tuple(out_indices)
+        self.channels_last = channels_last
 
         self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = _bn(64)
@@ -347,6 +354,14 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B, 3, H, W] -> (C2 [B,c0,H/4,W/4], C3 [../8], C4 [../16], C5 [../32]) for the selected out_indices."""
+        if self.channels_last is None:
+            # Inference on CPU only: oneDNN re-plans for every new shape in channels-last
+            # backward passes, which multi-scale training would pay on each batch.
+            use_cl = x.device.type == "cpu" and not torch.is_grad_enabled()
+        else:
+            use_cl = self.channels_last
+        if use_cl:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = []
         for i, name in enumerate(self.res_layers):

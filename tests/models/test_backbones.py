@@ -255,3 +255,16 @@ def test_norm_requires_grad_false_freezes_bn_affine():
     bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(not p.requires_grad for m in bn for p in m.parameters())
     assert net.layer2[0].conv1.weight.requires_grad
+
+
+def test_channels_last_inference_matches_nchw():
+    net = ResNet(depth=18, zero_init_residual=False).eval()
+    x = _x(2)
+    with torch.no_grad():
+        net.channels_last = True
+        a = net(x)
+        net.channels_last = False
+        b = net(x)
+    assert a[0].is_contiguous(memory_format=torch.channels_last) and b[0].is_contiguous()
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
