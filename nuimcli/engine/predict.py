@@ -1,0 +1,327 @@
+"""Prediction on image files: batched inference, pictures with the detections drawn, and one JSON
+file of machine-readable results per image.
+
+For each input ``<stem>.<ext>`` it writes ``<out>/<stem>.jpg`` (the input's size; translucent
+masks one colour per class, boxes, class names and scores; optionally HTC's semantic map
+underneath) and ``<out>/<stem>.json``::
+
+    {"image": "<file name>", "source": "<path as given>", "width": W, "height": H,
+     "score_thr": 0.3,
+     "detections": [{"bbox": [x1, y1, x2, y2], "score": s, "label": 0..9,
+                     "category": "car", "mask": {"size": [H, W], "counts": "<RLE>"}}]}
+
+A file that cannot be read as an image is reported by name and skipped; the others are still
+written.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from nuimcli import CLASSES
+from nuimcli.errors import UserError
+from nuimcli.utils.io import atomic_path, atomic_write_json
+
+#: Image suffixes picked up when a folder is given (explicit files and globs are tried whatever their suffix).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+#: One BGR colour per class (CLASSES order), distinct and visible on road scenes.
+CLASS_COLORS_BGR: tuple[tuple[int, int, int], ...] = (
+    (60, 20, 220),    # car: crimson
+    (0, 140, 255),    # truck: orange
+    (180, 105, 255),  # trailer: pink
+    (0, 215, 255),    # bus: gold
+    (19, 69, 139),    # construction_vehicle: brown
+    (255, 144, 30),   # bicycle: dodger blue
+    (226, 43, 138),   # motorcycle: violet
+    (50, 205, 50),    # pedestrian: lime
+    (0, 255, 255),    # traffic_cone: yellow
+    (211, 206, 0),    # barrier: teal
+)
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """BGR colour of class ``label`` (labels beyond the palette get a stable pseudo-random colour)."""
+    if 0 <= label < len(CLASS_COLORS_BGR):
+        return CLASS_COLORS_BGR[label]
+    rng = np.random.default_rng(label)
+    return tuple(int(v) for v in rng.integers(64, 256, 3))  # type: ignore[return-value]
+
+
+def _semantic_palette(n: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(12345)
+    pal = rng.integers(40, 256, size=(n, 3)).astype(np.uint8)
+    pal[0] = 0
+    return pal
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_predictions(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    masks: Optional[np.ndarray] = None,
+    semantic: Optional[np.ndarray] = None,
+    classes: Sequence[str] = CLASSES,
+    mask_alpha: float = 0.5,
+    semantic_alpha: float = 0.4,
+) -> np.ndarray:
+    """Draw detections on a copy of ``image`` (BGR uint8 ``[H, W, 3]``) and return it.
+
+    ``boxes`` [N, 4] x1, y1, x2, y2; ``scores`` [N]; ``labels`` [N]; ``masks`` bool [N, H, W] or
+    None; ``semantic`` uint8 [H, W] label map (0 = background, not drawn) or None. Masks are
+    blended at ``mask_alpha`` in the class colour (lowest score first, so the best detection
+    is on top), then boxes, then the ``"<class> <score>"`` tags so no mask covers a tag.
+    """
+    out = image.copy()
+    h, w = out.shape[:2]
+    if semantic is not None:
+        sem = np.asarray(semantic)
+        fg = sem > 0
+        if fg.any():
+            colours = _semantic_palette()[sem[fg]].astype(np.float32)
+            out[fg] = (out[fg].astype(np.float32) * (1 - semantic_alpha) + colours * semantic_alpha).round().astype(np.uint8)
+    order = np.argsort(np.asarray(scores), kind="stable")  # ascending: best drawn last
+    thick = max(1, int(round((h + w) / 1000)))
+    if masks is not None:
+        for i in order:
+            m = np.asarray(masks[i], dtype=bool)
+            if not m.any():
+                continue
+            col = np.array(class_color(int(labels[i])), np.float32)
+            out[m] = (out[m].astype(np.float32) * (1 - mask_alpha) + col * mask_alpha).round().astype(np.uint8)
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, class_color(int(labels[i])), 1, lineType=cv2.LINE_AA)
+    for i in order:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), class_color(int(labels[i])), thick, lineType=cv2.LINE_AA)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, (h + w) / 4000)
+    for i in order:
+        lab = int(labels[i])
+        name = classes[lab] if 0 <= lab < len(classes) else str(lab)
+        text = f"{name} {float(scores[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+        x1, y1 = int(round(float(boxes[i][0]))), int(round(float(boxes[i][1])))
+        x1 = min(max(x1, 0), max(w - tw - 2, 0))
+        top = y1 - th - base - 2
+        if top < 0:  # no room above the box: put the tag inside it
+            top = max(y1, 0)
+        col = class_color(lab)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), col, -1)
+        light = 0.114 * col[0] + 0.587 * col[1] + 0.299 * col[2] > 140
+        cv2.putText(out, text, (x1 + 1, top + th + 1), font, scale, (0, 0, 0) if light else (255, 255, 255), 1,
+                    lineType=cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class PredictItem:
+    """One input and what became of it."""
+
+    source: str  #: the path as found (or the argument, for one that matched nothing)
+    ok: bool = False
+    error: Optional[str] = None
+    width: int = 0
+    height: int = 0
+    num_detections: int = 0
+    classes: dict[str, int] = field(default_factory=dict)  #: class name -> count (kept detections)
+    image_out: Optional[str] = None
+    json_out: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def expand_inputs(args: Iterable[str]) -> tuple[list[Path], list[PredictItem]]:
+    """Image arguments → (files to try, failures).
+
+    An existing file is taken as is; a folder gives its image files (by suffix, sorted, not
+    recursive); anything else is a glob pattern (``**`` recursive). A missing file or a pattern
+    matching nothing is a failure named by the argument. Duplicates are dropped.
+    """
+    files: list[Path] = []
+    failed: list[PredictItem] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for arg in args:
+        p = Path(arg).expanduser()
+        if p.is_file():
+            add(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                failed.append(PredictItem(source=arg, error="folder has no image files"))
+            for q in found:
+                add(q)
+        elif glob.has_magic(arg):
+            found = sorted(Path(q) for q in glob.glob(os.path.expanduser(arg), recursive=True) if Path(q).is_file())
+            if not found:
+                failed.append(PredictItem(source=arg, error="no file matches"))
+            for q in found:
+                add(q)
+        else:
+            failed.append(PredictItem(source=arg, error="no such file"))
+    return files, failed
+
+
+def output_stems(files: Sequence[Path], out_dir: Path) -> list[str]:
+    """``<stem>`` per file; a stem used twice gets ``-2``, ``-3`` … so no output overwrites another
+    (or an input that lives in ``out_dir``)."""
+    inputs = {f.resolve() for f in files}
+    used: set[str] = set()
+    stems = []
+    for f in files:
+        base, stem, k = f.stem, f.stem, 1
+        while stem in used or (out_dir / f"{stem}.jpg").resolve() in inputs or (out_dir / f"{stem}.json").resolve() in inputs:
+            k += 1
+            stem = f"{base}-{k}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+# --------------------------------------------------------------------------- records
+
+
+def detection_records(pred: Any, keep: np.ndarray, classes: Sequence[str] = CLASSES) -> list[dict]:
+    """The kept detections of a :class:`~nuimcli.models.detector.Prediction` as JSON-ready dicts."""
+    from nuimcli.engine.evaluate import mask_to_rle
+
+    out = []
+    for i in np.flatnonzero(keep):
+        lab = int(pred.labels[i])
+        out.append({
+            "bbox": [round(float(v), 2) for v in pred.boxes[i]],
+            "score": round(float(pred.scores[i]), 5),
+            "label": lab,
+            "category": classes[lab] if 0 <= lab < len(classes) else str(lab),
+            "mask": mask_to_rle(pred.masks[i]) if pred.masks is not None else None,
+        })
+    return out
+
+
+def _write_jpeg(path: Path, image: np.ndarray, quality: int = 95) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, quality]):
+            raise UserError(f"cannot write {path}")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """BGR uint8 [H, W, 3]; raises ``ValueError`` with a short reason for anything unreadable."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror or e}") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError("not an image (or a corrupt one)")
+    return img
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def predict_files(
+    model: Any,
+    inputs: Sequence[str],
+    out_dir: str | os.PathLike,
+    score_thr: float = 0.3,
+    batch_size: int = 2,
+    show_semantic: bool = False,
+    progress: bool = True,
+) -> list[PredictItem]:
+    """Predict every image named by ``inputs`` (files, folders, globs) and write the pictures and
+    JSON files into ``out_dir``. Returns one :class:`PredictItem` per input file (and per argument
+    that matched nothing), failures included, in input order.
+
+    ``model``: a :class:`~nuimcli.models.detector.Detector` (``predict(arrays, batch_size)``).
+    Only detections with ``score >= score_thr`` are drawn and written.
+    """
+    import torch
+
+    from nuimcli.utils.progress import make_progress
+
+    if not 0.0 <= score_thr <= 1.0:
+        raise UserError(f"--score-thr {score_thr}: must be between 0 and 1")
+    out = Path(out_dir)
+    files, failed = expand_inputs(inputs)
+    if not files and not failed:
+        raise UserError("no input images given")
+    stems = output_stems(files, out)
+    items = [PredictItem(source=str(f)) for f in files]
+    batch_size = max(1, int(batch_size))
+    if files:
+        out.mkdir(parents=True, exist_ok=True)
+    bar = make_progress("img")
+    with bar if (progress and len(files) > 1) else _Null():
+        task = bar.add_task("predict", total=len(files))
+        for start in range(0, len(files), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(files))))
+            arrays, ok_idx = [], []
+            for i in chunk:
+                try:
+                    arrays.append(_read_image(files[i]))
+                    ok_idx.append(i)
+                except ValueError as e:
+                    items[i].error = str(e)
+            if arrays:
+                with torch.no_grad():
+                    preds = model.predict(arrays, batch_size=batch_size)
+                for i, img, pred in zip(ok_idx, arrays, preds):
+                    _write_one(items[i], files[i], stems[i], out, img, pred, score_thr, show_semantic)
+            bar.update(task, advance=len(chunk))
+    return items + failed
+
+
+def _write_one(item: PredictItem, src: Path, stem: str, out: Path, img: np.ndarray, pred: Any,
+               score_thr: float, show_semantic: bool) -> None:
+    h, w = img.shape[:2]
+    keep = np.asarray(pred.scores) >= score_thr
+    dets = detection_records(pred, keep)
+    picture = draw_predictions(
+        img, pred.boxes[keep], pred.scores[keep], pred.labels[keep],
+        masks=None if pred.masks is None else pred.masks[keep],
+        semantic=pred.semantic if show_semantic else None,
+    )
+    jpg, js = out / f"{stem}.jpg", out / f"{stem}.json"
+    _write_jpeg(jpg, picture)
+    atomic_write_json(js, {"image": src.name, "source": str(src), "width": w, "height": h,
+                           "score_thr": score_thr, "detections": dets}, indent=1)
+    item.ok, item.width, item.height = True, w, h
+    item.num_detections = len(dets)
+    item.classes = dict(Counter(d["category"] for d in dets).most_common())
+    item.image_out, item.json_out = str(jpg), str(js)
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def load_prediction_json(path: str | os.PathLike) -> dict:
+    """Read a ``<stem>.json`` written by :func:`predict_files` (masks stay RLE dicts)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
