@@ -6,13 +6,16 @@ detector it runs.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch import nn
 
 from nuimcli.models.backbones import ResNet
 from nuimcli.models.necks import FPN
 from nuimcli.presets import BackboneConfig, Preset
+
+if TYPE_CHECKING:
+    from nuimcli.models.detector import Detector
 
 
 def build_backbone(cfg: BackboneConfig) -> ResNet:
@@ -35,9 +38,121 @@ def build_neck(in_channels: Sequence[int], out_channels: int, num_outs: int = 5)
     return FPN(in_channels=list(in_channels), out_channels=out_channels, num_outs=num_outs)
 
 
-def build_model(preset: Preset) -> "nn.Module":
-    """The detector a preset describes: ``Detector(backbone, neck, rpn_head, roi_head)``."""
-    # Heads are imported here: they are the other half of the model core (model-heads).
-    from nuimcli.models.detector import Detector  # noqa: F401
+def build_rpn_head(preset: Preset) -> "nn.Module":
+    """RPN head with the preset's anchors and train/test proposal limits."""
+    from nuimcli.models.rpn import RPNHead
 
-    raise NotImplementedError("build_model: RoI heads and Detector not wired yet")
+    m = preset.model
+    r = m.rpn
+    return RPNHead(
+        in_channels=m.fpn_channels,
+        feat_channels=r.feat_channels,
+        anchor_strides=list(r.anchor_strides),
+        anchor_scales=list(r.anchor_scales),
+        anchor_ratios=list(r.anchor_ratios),
+        nms_pre=r.test_nms_pre,
+        max_per_img=r.test_max_per_img,
+        nms_iou=r.nms_iou,
+        min_bbox_size=r.min_bbox_size,
+        train_nms_pre=r.train_nms_pre,
+        train_max_per_img=r.train_max_per_img,
+        train_cfg=r,
+    )
+
+
+def build_roi_head(preset: Preset) -> "nn.Module":
+    """The RoI head of ``preset.model.detector``: standard (Mask R-CNN), cascade or HTC."""
+    from nuimcli.models import roi_heads as R
+
+    m = preset.model
+    roi = m.roi
+    c = m.fpn_channels
+
+    def bbox_head(stage: int):
+        return R.Shared2FCBBoxHead(
+            in_channels=c,
+            roi_feat_size=roi.roi_feat_size,
+            fc_out_channels=roi.fc_out_channels,
+            num_classes=m.num_classes,
+            reg_class_agnostic=roi.reg_class_agnostic,
+            target_means=(0.0, 0.0, 0.0, 0.0),
+            target_stds=tuple(roi.target_stds[stage]),
+        )
+
+    mask_kw = dict(num_convs=roi.mask_num_convs, in_channels=c, conv_out_channels=c,
+                   num_classes=m.num_classes, roi_feat_size=roi.mask_roi_size)
+    common = dict(
+        featmap_strides=list(roi.featmap_strides),
+        finest_scale=roi.finest_scale,
+        score_thr=roi.score_thr,
+        nms_iou=roi.nms_iou,
+        max_per_img=roi.max_per_img,
+        mask_thr_binary=roi.mask_thr_binary,
+        train_cfg=roi,
+    )
+    if m.detector == "mask_rcnn":
+        if roi.num_stages != 1:
+            raise ValueError(f"{preset.name}: Mask R-CNN has one RoI stage, model.roi.num_stages={roi.num_stages}")
+        return R.StandardRoIHead(bbox_head(0), R.FCNMaskHead(**mask_kw), **common)
+    stages = range(roi.num_stages)
+    if m.detector == "cascade_mask_rcnn":
+        return R.CascadeRoIHead(
+            [bbox_head(i) for i in stages],
+            [R.FCNMaskHead(**mask_kw) for _ in stages],
+            stage_loss_weights=list(roi.stage_loss_weights),
+            **common,
+        )
+    if m.detector == "htc":
+        sem = m.semantic
+        semantic_head = None
+        if sem.enabled:
+            semantic_head = R.FusedSemanticHead(
+                num_ins=len(m.rpn.anchor_strides),
+                fusion_level=sem.fusion_level,
+                num_convs=sem.num_convs,
+                in_channels=c,
+                conv_out_channels=c,
+                num_classes=sem.num_classes,
+                ignore_label=sem.ignore_label,
+                loss_weight=sem.loss_weight,
+            )
+        return R.HybridTaskCascadeRoIHead(
+            [bbox_head(i) for i in stages],
+            # every head but the first has conv_res (mmdet's HTC config), used by mask info flow
+            [R.HTCMaskHead(with_conv_res=i > 0, **mask_kw) for i in stages],
+            semantic_head=semantic_head,
+            semantic_stride=m.rpn.anchor_strides[sem.fusion_level],
+            interleaved=roi.interleaved,
+            mask_info_flow=roi.mask_info_flow,
+            stage_loss_weights=list(roi.stage_loss_weights),
+            **common,
+        )
+    raise ValueError(f"{preset.name}: unknown detector {m.detector!r}")  # presets.validate_semantics rejects it first
+
+
+def build_model(preset: Preset) -> "Detector":
+    """The detector a preset describes, randomly initialised as mmdet initialises it.
+
+    ``Detector(backbone, neck, rpn_head, roi_head)`` (mmdet's state-dict prefixes) carrying the
+    preset and its test-time preprocessing (test scale, mean/std, BGR/RGB, padding).
+    Pretrained / ``load_from`` weights are loaded by the caller (training, checkpoints).
+    """
+    from nuimcli.models.detector import Detector
+
+    m = preset.model
+    backbone = build_backbone(m.backbone)
+    neck = build_neck(backbone.out_channels, m.fpn_channels, num_outs=len(m.rpn.anchor_strides))
+    d = preset.data
+    return Detector(
+        backbone,
+        neck,
+        build_rpn_head(preset),
+        build_roi_head(preset),
+        num_classes=m.num_classes,
+        preset=preset,
+        test_scale=tuple(d.test_scale),
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        to_rgb=d.to_rgb,
+        size_divisor=d.size_divisor,
+    )
