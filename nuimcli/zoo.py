@@ -99,12 +99,22 @@ class ZooEntry:
         p = self.path
         return p is not None and p.is_file()
 
+    @property
+    def partial_bytes(self) -> Optional[int]:
+        """Size of an interrupted download (``<file>.part``) waiting to be resumed, else None."""
+        p = self.path
+        if p is None:
+            return None
+        part = download.part_path(p)
+        return part.stat().st_size if part.is_file() else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``nuim zoo list --json`` prints per row)."""
         d = asdict(self)
         d["released"] = self.released
         d["filename"] = self.filename
         d["downloaded"] = self.downloaded
+        d["partial_bytes"] = self.partial_bytes
         d["path"] = str(self.path) if self.path else None
         return d
 

@@ -167,13 +167,14 @@ def write_presets(dest: Path, rows: dict[str, Optional[str]], base: str = "mask-
     """A presets folder: the tiny preset (and its base) plus one row per ``rows`` item.
 
     ``rows`` maps a preset name to its checkpoint URL (None: a row without a released file).
-    Each row is the tiny model with a ``release`` block whose hash8 is read from the URL.
+    Each row is the ``base`` preset's model (the tiny one by default; ``base`` must derive from
+    ``_mask-rcnn``) with a ``release`` block whose hash8 is read from the URL.
     """
     from nuimcli.download import hash_prefix_from_name
     from nuimcli.presets import presets_dir
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("_mask-rcnn", "mask-rcnn-r18-tiny"):
+    for name in dict.fromkeys(("_mask-rcnn", "mask-rcnn-r18-tiny", base)):
         shutil.copy(presets_dir() / f"{name}.yaml", dest / f"{name}.yaml")
     for i, (name, url) in enumerate(rows.items(), 1):
         h = hash_prefix_from_name(url) if url else None

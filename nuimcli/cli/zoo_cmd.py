@@ -44,7 +44,14 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
                        ("downloaded", False)):
         table.add_column(col, justify="right" if right else "left")
     for e in entries:
-        status = "not released" if not e.released else ("[green]yes[/]" if e.downloaded else "no")
+        if not e.released:
+            status = "not released"
+        elif e.downloaded:
+            status = "[green]yes[/]"
+        elif e.partial_bytes is not None:
+            status = f"partial ({e.partial_bytes / 2**20:.1f} MiB)"
+        else:
+            status = "no"
         table.add_row(str(e.row), e.name, e.architecture, e.pretrain, e.schedule,
                       _fmt(e.mem_gb), _fmt(e.box_ap), _fmt(e.mask_ap), status)
     Console().print(table)
@@ -52,7 +59,7 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
 
 @zoo_app.command("download")
 def download_command(
-    names: Optional[list[str]] = typer.Argument(None, help="Zoo names (preset names, e.g. mask-rcnn-r50-1x)."),
+    names: Optional[list[str]] = typer.Argument(None, metavar="NAME", help="Zoo names (preset names, e.g. mask-rcnn-r50-1x).", show_default=False),
     all_: bool = typer.Option(False, "--all", help="Every released checkpoint."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help=_BASE_URL_HELP),
     force: bool = typer.Option(False, "--force", help="Download again even if the file is cached."),
@@ -101,7 +108,7 @@ def download_command(
 
 @zoo_app.command("check")
 def check_command(
-    names: Optional[list[str]] = typer.Argument(None, help="Zoo names; default: every downloaded checkpoint."),
+    names: Optional[list[str]] = typer.Argument(None, metavar="NAME", help="Zoo names; default: every downloaded checkpoint.", show_default=False),
     hash_only: bool = typer.Option(False, "--hash-only", help="Only re-hash; do not build the models."),
     json_out: bool = typer.Option(False, "--json", help="Print the per-checkpoint results as JSON."),
 ) -> None:
@@ -139,7 +146,7 @@ def check_command(
 
 
 @zoo_app.command("path")
-def path_command(name: str = typer.Argument(..., help="Zoo name, e.g. mask-rcnn-r50-1x.")) -> None:
+def path_command(name: str = typer.Argument(..., metavar="NAME", help="Zoo name, e.g. mask-rcnn-r50-1x.")) -> None:
     """Print the local file of a downloaded checkpoint (exit 1 when it is not downloaded)."""
     entry = zoo.get_entry(name)
     if not entry.released:

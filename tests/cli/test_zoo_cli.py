@@ -97,6 +97,20 @@ def test_download_all_and_partial_failure(fake_zoo, capsys):
     assert code == 0
 
 
+def test_list_shows_an_interrupted_download(fake_zoo, capsys):
+    data, upath = fake_zoo["zoo-b"]
+    fake_zoo["server"].faults[upath] = ["cut", "404"]
+    code, _, err = nuim(capsys, "zoo", "download", "zoo-b")
+    assert code == 1
+    code, out, _ = nuim(capsys, "zoo", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["zoo-b"]["partial_bytes"] == len(data) // 2 and not rows["zoo-b"]["downloaded"]
+    code, out, _ = nuim(capsys, "zoo", "list")
+    assert "partial" in out
+    code, out, _ = nuim(capsys, "zoo", "download", "zoo-b")  # resumes
+    assert code == 0 and fake_zoo["server"].requests[-1].range == f"bytes={len(data) // 2}-"
+
+
 def test_download_bad_usage(fake_zoo, capsys):
     code, _, err = nuim(capsys, "zoo", "download", "zoo-a", "zoo-x")
     assert code == 2 and "did you mean" in err
