@@ -97,20 +97,20 @@ def _prefetched(paths: Sequence[Path], ahead: int) -> Iterator[np.ndarray]:
             yield img
 
 
-def _dist_info() -> tuple[int, int]:
+def _dist_info(distributed: bool = True) -> tuple[int, int]:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if distributed and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def gather_to_rank0(obj: Any) -> Optional[list[Any]]:
+def gather_to_rank0(obj: Any, distributed: bool = True) -> Optional[list[Any]]:
     """Every rank's ``obj`` as a list on rank 0 (rank order), None on the other ranks; ``[obj]``
-    when not distributed."""
+    when not distributed (or ``distributed=False``)."""
     import torch.distributed as dist
 
-    rank, world = _dist_info()
+    rank, world = _dist_info(distributed)
     if world == 1:
         return [obj]
     box: Optional[list[Any]] = [None] * world if rank == 0 else None
@@ -125,18 +125,20 @@ def infer_results(
     cat_ids: Sequence[int],
     batch_size: int = 2,
     progress: bool = True,
+    distributed: bool = True,
 ) -> list[dict]:
     """Predict every image (``images``: COCO image entries, ``file_name`` relative to
     ``data_root``) and return the COCO results list, in image order.
 
-    Distributed: this rank predicts images ``rank::world_size``; rank 0 returns everything
-    (gathered), the other ranks return ``[]``.
+    Distributed (``torch.distributed`` initialised and ``distributed``): this rank predicts
+    images ``rank::world_size``; rank 0 returns everything (gathered), the other ranks ``[]``.
+    Every rank must call it then. ``distributed=False``: this process predicts all images.
     """
     import torch
 
     from nuimcli.utils.progress import make_progress
 
-    rank, world = _dist_info()
+    rank, world = _dist_info(distributed)
     root = Path(data_root)
     mine = list(range(rank, len(images), world))
     paths = [root / images[i]["file_name"] for i in mine]
@@ -161,7 +163,7 @@ def infer_results(
                 per_image.append((i, prediction_to_coco(pred, images[i]["id"], cat_ids)))
             if show:
                 bar.update(task, advance=len(idxs))
-    gathered = gather_to_rank0(per_image)
+    gathered = gather_to_rank0(per_image, distributed)
     if gathered is None:
         return []
     merged = sorted((item for part in gathered for item in part), key=lambda t: t[0])
@@ -191,14 +193,17 @@ def evaluate_model(
     batch_size: int = 2,
     reference_compat: bool = False,
     progress: bool = True,
+    distributed: bool = True,
 ) -> EvalOutput:
     """Batched inference over every image of ``ann_file`` (images under ``data_root``), then COCO
     box and mask metrics. ``model`` is a :class:`~nuimcli.models.detector.Detector` (anything
-    with ``predict(list_of_BGR_arrays, batch_size) -> list[Prediction]``)."""
+    with ``predict(list_of_BGR_arrays, batch_size) -> list[Prediction]``); under an initialised
+    ``torch.distributed`` (and ``distributed``) every rank must call it, see :func:`infer_results`."""
     gt = load_ground_truth(ann_file)
     cat_ids = category_ids_for_labels(gt, f"annotation file {ann_file}")
-    results = infer_results(model, gt["images"], data_root, cat_ids, batch_size=batch_size, progress=progress)
-    rank, _ = _dist_info()
+    results = infer_results(model, gt["images"], data_root, cat_ids, batch_size=batch_size, progress=progress,
+                            distributed=distributed)
+    rank, _ = _dist_info(distributed)
     if rank != 0:
         return EvalOutput(metrics=None, results=None)
     if progress:
@@ -209,3 +214,36 @@ def evaluate_model(
     else:
         metrics = evaluate_results(results, gt, reference_compat=reference_compat)
     return EvalOutput(metrics=metrics, results=results)
+
+
+def flat_metrics(metrics: CocoMetrics) -> dict[str, Optional[float]]:
+    """mmdet-style flat names (``bbox_mAP``, ``bbox_mAP_50`` … ``segm_AR@100``) → value (None if undefined)."""
+    names = {"AP": "mAP", "AP50": "mAP_50", "AP75": "mAP_75", "APs": "mAP_s", "APm": "mAP_m", "APl": "mAP_l",
+             "AR@100": "AR@100"}
+    out: dict[str, Optional[float]] = {}
+    d = metrics.to_dict()
+    for t in ("bbox", "segm"):
+        if t in d:
+            for k, v in d[t].items():
+                if k in names:
+                    out[f"{t}_{names[k]}"] = v
+    return out
+
+
+def evaluate_detector(
+    model: Any,
+    ann_file: str | os.PathLike,
+    data_root: str | os.PathLike,
+    device: str = "cpu",
+    progress: bool = True,
+    batch_size: int = 2,
+    reference_compat: bool = False,
+) -> dict[str, Optional[float]]:
+    """Evaluation during training, in this process only (the trainer calls it on rank 0): the
+    flat metrics of :func:`flat_metrics`. ``model`` may be wrapped (DDP ``.module``); ``device``
+    is where it already is (kept for the trainer's call)."""
+    inner = model if hasattr(model, "predict") else getattr(model, "module", model)
+    out = evaluate_model(inner, ann_file, data_root, batch_size=batch_size, reference_compat=reference_compat,
+                         progress=progress, distributed=False)
+    assert out.metrics is not None
+    return flat_metrics(out.metrics)

@@ -16,6 +16,7 @@ from pycocotools import mask as mask_util
 from nuimcli import CLASSES
 from nuimcli.engine.evaluate import (
     category_ids_for_labels,
+    evaluate_detector,
     evaluate_model,
     mask_to_rle,
     prediction_to_coco,
@@ -122,6 +123,20 @@ def test_evaluate_model_perfect_and_missing(tmp_path):
     # a model that misses one object per image
     lower = evaluate_model(OracleDetector(ann, drop_first=True), ann, tmp_path, progress=False)
     assert lower.metrics.bbox.AR100 < 1.0 and lower.metrics.segm.AP < 1.0
+
+
+def test_evaluate_detector_flat_metrics_for_the_trainer(tmp_path):
+    ann = make_split(tmp_path, n=3)
+
+    class Wrapped:  # DDP-like wrapper: the detector is .module
+        def __init__(self, m):
+            self.module = m
+
+    m = evaluate_detector(Wrapped(OracleDetector(ann)), ann, tmp_path, progress=False)
+    assert m["bbox_mAP"] == 1.0 and m["segm_mAP"] == 1.0 and m["bbox_AR@100"] == 1.0
+    assert set(m) == {f"{t}_{k}" for t in ("bbox", "segm")
+                      for k in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR@100")}
+    json.dumps(m, allow_nan=False)
 
 
 def test_missing_images_are_a_user_error(tmp_path):

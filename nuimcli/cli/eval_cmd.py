@@ -1,0 +1,177 @@
+"""``nuim eval``: COCO box and mask metrics of a checkpoint on the val split, or of a results file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nuimcli.cli import app
+from nuimcli.errors import UserError
+from nuimcli.utils.progress import err_console
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists here; otherwise a :class:`UserError`."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
+        if ":" in device:
+            idx = device.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise UserError(f"--device {device}: no such CUDA device ({torch.cuda.device_count()} visible)")
+        return device
+    raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def render_metrics(doc: dict[str, Any], console: Console) -> None:
+    """The summary table (box / mask rows) and the per-class AP table, in percent."""
+    from nuimcli.engine.coco_metrics import METRIC_NAMES
+
+    mode = doc["mode"]
+    title = f"COCO metrics ({doc['num_images']} images, {doc['num_detections']} detections; ids: {mode})"
+    t = Table(title=title)
+    t.add_column("")
+    for k in METRIC_NAMES:
+        t.add_column(k, justify="right")
+    for key, label in (("bbox", "box"), ("segm", "mask")):
+        if key in doc:
+            t.add_row(label, *(_fmt(doc[key][k]) for k in METRIC_NAMES))
+    console.print(t)
+    types = [k for k in ("bbox", "segm") if k in doc]
+    if types:
+        pc = Table(title="per-class AP")
+        pc.add_column("class")
+        for k in types:
+            pc.add_column("box AP" if k == "bbox" else "mask AP", justify="right")
+        for name in doc[types[0]]["per_class"]:
+            pc.add_row(name, *(_fmt(doc[k]["per_class"].get(name)) for k in types))
+        console.print(pc)
+    ref = doc.get("reference")
+    if ref:
+        console.print(f"results table (row {ref['row']}, {ref['preset']}): box AP {_fmt_ref(ref['box_ap'])}, "
+                      f"mask AP {_fmt_ref(ref['mask_ap'])}" + ("" if mode == "reference-compat" else
+                      "  (the table used raw COCOeval ids: compare with --reference-compat)"))
+
+
+def _fmt_ref(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo name "
+                                             "(`nuim zoo list`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset of the checkpoint, when the file cannot "
+                                         "tell (a foreign mmdet file)."),
+    data_root: Path = typer.Option(Path("data/nuimages"), "--data-root", help="nuImages root: images under it."),
+    ann_file: Optional[Path] = typer.Option(None, "--ann-file", help="COCO ground truth (default: "
+                                            "<data-root>/annotations/nuimages_v1.0-val.json)."),
+    results_file: Optional[Path] = typer.Option(None, "--results", help="Evaluate this COCO results file "
+                                                "(e.g. a results.json from --out) instead of running a model."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document with all metrics to stdout."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json and results.json into this folder."),
+    reference_compat: bool = typer.Option(False, "--reference-compat", help="Evaluate annotation ids as they are, "
+                                          "like raw COCOeval and the published table (the annotation with id 0 "
+                                          "can then never match)."),
+    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option(_default_device(), "--device", help="cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+    seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
+) -> None:
+    """COCO box and mask AP (AP50, AP75, S/M/L, AR@100, per class) of a checkpoint on the val split.
+
+    By default annotation ids are evaluated as if shifted by +1 so that every annotation can be matched (the converter numbers them from 0 and COCOeval never matches id 0); --reference-compat evaluates the file as is, as the published table did.
+    """
+    from nuimcli.engine.coco_metrics import evaluate_results
+    from nuimcli.engine.evaluate import default_ann_file
+    from nuimcli.utils.io import atomic_write_json
+
+    ann = ann_file or default_ann_file(data_root)
+    if not ann.is_file():
+        hint = "" if ann_file else " (write it with `nuim convert`, or pass --ann-file)"
+        raise UserError(f"annotation file {ann}: no such file{hint}")
+    if results_file is not None and checkpoint is not None:
+        raise UserError("give either --checkpoint (run a model) or --results (evaluate a results file), not both")
+    if results_file is None and checkpoint is None:
+        raise UserError("give --checkpoint PATH_OR_ZOO_NAME to evaluate a model, or --results FILE")
+
+    doc: dict[str, Any]
+    results: Optional[list] = None
+    if results_file is not None:
+        with err_console.status(f"COCO metrics of {results_file} …"):
+            metrics = evaluate_results(results_file, ann, reference_compat=reference_compat)
+        doc = {"results_file": str(results_file), "ann_file": str(ann), **metrics.to_dict()}
+    else:
+        got = _run_model(checkpoint, preset, data_root, ann, reference_compat, batch_size, device, threads, seed)
+        if got is None:  # a non-zero rank under torchrun
+            return
+        doc, results = got
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if results is not None:
+            atomic_write_json(out / "results.json", results)
+        atomic_write_json(out / "metrics.json", doc, indent=2, allow_nan=False)
+    if json_out:
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        render_metrics(doc, Console())
+        if out is not None:
+            err_console.print(f"wrote {out / 'metrics.json'}" + (f" and {out / 'results.json'}" if results is not None else ""))
+
+
+def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Path, reference_compat: bool,
+               batch_size: int, device: str, threads: Optional[int], seed: int) -> Optional[tuple[dict, list]]:
+    import torch
+
+    import nuimcli
+    from nuimcli.engine.distributed import cleanup, init, world_from_env
+    from nuimcli.engine.evaluate import evaluate_model
+
+    device = check_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    world = world_from_env()
+    if world is not None and world.distributed:  # torchrun: every rank predicts its share
+        if device.startswith("cuda"):
+            device = f"cuda:{world.local_rank}"
+            torch.cuda.set_device(device)
+        init(world, device)
+    try:
+        model = nuimcli.load(checkpoint, preset=preset, device=device)
+        out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
+    finally:
+        if world is not None and world.distributed:
+            cleanup()
+    if out.metrics is None or out.results is None:
+        return None
+    p = model.preset
+    doc: dict[str, Any] = {"checkpoint": str(checkpoint), "preset": p.name, "ann_file": str(ann),
+                           **out.metrics.to_dict()}
+    if p.release is not None and (p.release.box_ap is not None or p.release.mask_ap is not None):
+        doc["reference"] = {"preset": p.name, "row": p.release.row, "box_ap": p.release.box_ap,
+                            "mask_ap": p.release.mask_ap}
+    return doc, out.results

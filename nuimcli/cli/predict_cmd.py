@@ -1,0 +1,115 @@
+"""``nuim predict``: pictures with the detections drawn, and a JSON file per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nuimcli.cli import app
+from nuimcli.cli.eval_cmd import _default_device, check_device
+from nuimcli.errors import PartialFailure, UserError
+from nuimcli.utils.progress import err_console
+
+
+def best_released_entry(preset: Optional[str]):
+    """The zoo entry to use without ``--checkpoint``: ``preset``'s own released file, or (no
+    preset) the released row with the highest mask AP."""
+    from nuimcli import zoo
+
+    if preset is not None:
+        entry = zoo.get_entry(preset)
+        if not entry.released:
+            raise UserError(f"preset '{preset}' has no released checkpoint; pass --checkpoint PATH "
+                            f"(e.g. work_dirs/{preset}/latest.pth from `nuim train {preset}`)")
+        return entry
+    released = [e for e in zoo.registry() if e.released]
+    if not released:
+        raise UserError("no released checkpoint in the zoo; pass --checkpoint PATH")
+    return max(released, key=lambda e: (e.mask_ap or 0.0, e.box_ap or 0.0))
+
+
+def resolve_model_file(checkpoint: Optional[str], preset: Optional[str]) -> tuple[str, Optional[str]]:
+    """(checkpoint file or zoo name to load, preset name to pass) for ``nuim predict``.
+
+    Without ``--checkpoint`` the released file of the preset (or the best released one) is
+    downloaded once into the cache; offline, the error says where to get it and where to put it.
+    """
+    from nuimcli import zoo
+    from nuimcli.download import DownloadError
+
+    if checkpoint is not None:
+        return checkpoint, preset
+    entry = best_released_entry(preset)
+    if not entry.downloaded:
+        err_console.print(f"no --checkpoint: using the released {entry.name} (mask AP {entry.mask_ap}), "
+                          f"downloading it once to {entry.path}")
+    try:
+        path = zoo.resolve_checkpoint(entry.name)
+    except DownloadError as e:
+        reason = str(e).split("; ")[0]  # the fetch error's own hints talk about `nuim zoo`
+        raise UserError(
+            f"{reason}. To predict offline: download {entry.checkpoint_url} where there is network and save it "
+            f"as {entry.path} (used from then on), or pass --checkpoint FILE; NUIM_ZOO_URL can name a mirror"
+        ) from None
+    return str(path), None
+
+
+@app.command("predict")
+def predict_cmd(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders (their images) or glob patterns "
+                                       "(quote them: 'imgs/*.jpg')."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo name "
+                                             "(default: the preset's released file, or the best released one)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset of the checkpoint (when the file cannot "
+                                         "tell), or whose released checkpoint to use."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder for <stem>.jpg and <stem>.json."),
+    score_thr: float = typer.Option(0.3, "--score-thr", min=0.0, max=1.0, help="Draw and write detections "
+                                    "scoring at least this."),
+    device: str = typer.Option(_default_device(), "--device", help="cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
+    show_semantic: bool = typer.Option(False, "--show-semantic", help="Also paint HTC's semantic map "
+                                       "(presets with a semantic head)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+) -> None:
+    """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
+
+    Unreadable inputs are reported and skipped (exit code 1).
+    """
+    import torch
+
+    import nuimcli
+    from nuimcli.engine.predict import expand_inputs, predict_files
+
+    device = check_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    files, _ = expand_inputs(inputs)
+    if not files:
+        raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
+                        "give image files, folders or glob patterns")
+    name, preset_name = resolve_model_file(checkpoint, preset)
+    model = nuimcli.load(name, preset=preset_name, device=device)
+    if show_semantic and not model.preset.model.semantic.enabled:
+        raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
+                        "(the HTC presets except htc-r50-nosemantic-1x have one)")
+    items = predict_files(model, inputs, out, score_thr=score_thr, batch_size=batch_size,
+                          show_semantic=show_semantic)
+    table = Table(title=f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}")
+    for col in ("input", "size", "detections", "classes", "status"):
+        table.add_column(col, justify="right" if col == "detections" else "left")
+    for it in items:
+        if it.ok:
+            classes = ", ".join(f"{k}×{v}" for k, v in it.classes.items()) or "—"
+            table.add_row(it.source, f"{it.width}×{it.height}", str(it.num_detections), classes,
+                          f"[green]{Path(it.image_out).name}[/]")
+        else:
+            table.add_row(it.source, "", "", "", f"[red]{it.error}[/]")
+    Console().print(table)
+    failed = [it for it in items if not it.ok]
+    if failed:
+        names = ", ".join(it.source for it in failed[:5]) + (" …" if len(failed) > 5 else "")
+        raise PartialFailure(f"{len(failed)} of {len(items)} input(s) failed: {names}")
