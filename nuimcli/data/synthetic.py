@@ -161,13 +161,13 @@ _STYLES: dict[str, _Style] = {
     "vehicle.motorcycle": _Style(
         "motorcycle", (140, 40, 200), "motorcycle", 0.32, (1.1, 1.6), 5, "cycle", (-0.785, 0.15)),
     "human.pedestrian.adult": _Style(
-        "pedestrian", (30, 170, 40), "person", 0.5, (0.32, 0.45), 16, "pedestrian", (0.0, 0.1)),
+        "pedestrian", (30, 170, 40), "person", 0.42, (0.32, 0.45), 16, "pedestrian", (0.0, 0.1)),
     "human.pedestrian.child": _Style(
         "pedestrian", (30, 170, 40), "person", 0.32, (0.35, 0.5), 2, "pedestrian", (0.0, 0.1)),
     "human.pedestrian.construction_worker": _Style(
-        "pedestrian", (30, 170, 40), "person", 0.5, (0.32, 0.45), 3, "pedestrian", (0.0, 0.1)),
+        "pedestrian", (30, 170, 40), "person", 0.42, (0.32, 0.45), 3, "pedestrian", (0.0, 0.1)),
     "human.pedestrian.police_officer": _Style(
-        "pedestrian", (30, 170, 40), "person", 0.5, (0.32, 0.45), 1, "pedestrian", (0.0, 0.1)),
+        "pedestrian", (30, 170, 40), "person", 0.42, (0.32, 0.45), 1, "pedestrian", (0.0, 0.1)),
     "movable_object.trafficcone": _Style(
         "traffic_cone", (20, 50, 230), "cone", 0.18, (0.5, 0.7), 7, "none", (0.0, 0.3)),
     "movable_object.barrier": _Style(
@@ -175,7 +175,7 @@ _STYLES: dict[str, _Style] = {
     # Categories the converter does not map to a detection class: painted, never detected.
     "animal": _Style(None, (60, 100, 90), "animal", 0.2, (1.2, 1.8), 1, "animal", (0.0, 0.2)),
     "human.pedestrian.personal_mobility": _Style(
-        None, (200, 160, 120), "scooter", 0.5, (0.4, 0.6), 1, "pedestrian", (0.0, 0.1)),
+        None, (200, 160, 120), "scooter", 0.45, (0.4, 0.6), 1, "pedestrian", (0.0, 0.1)),
     "human.pedestrian.stroller": _Style(None, (180, 120, 160), "stroller", 0.25, (0.8, 1.1), 1, "none", (0.0, 0.2)),
     "human.pedestrian.wheelchair": _Style(
         None, (80, 80, 130), "wheelchair", 0.35, (0.7, 1.0), 1, "none", (0.0, 0.2)),
@@ -506,6 +506,7 @@ class _Object:
     vx: float = 0.0  # pixels per sweep step, for moving objects in sweep images
     attributes: tuple[str, ...] = ()
     null_mask: bool = False
+    behind: bool = False  # placed behind all objects painted before it
 
 
 @dataclass
@@ -530,13 +531,17 @@ def _window(ox: int, oy: int, h: int, w: int, width: int, height: int):
 
 
 def _paint(labels: np.ndarray, obj: _Object, value: int, dx: int = 0) -> None:
-    """Paint an object's shape into the label map, under the ego vehicle."""
+    """Paint an object's shape into the label map: under the ego vehicle, and if the object is
+    ``behind``, also under every object already painted."""
     win = _window(obj.ox + dx, obj.oy, *obj.canvas.shape, labels.shape[1], labels.shape[0])
     if win is None:
         return
     (img_sl, can_sl) = win
     region = labels[img_sl]
-    region[obj.canvas[can_sl] & (region != _EGO)] = value
+    where = obj.canvas[can_sl] & (region != _EGO)
+    if obj.behind:
+        where &= region < _FIRST_OBJECT
+    np.copyto(region, np.int16(value), where=where)
 
 
 def _sample_object(
@@ -590,16 +595,18 @@ def _layout(
         buildings.append((int(bx), int(horizon - bh), int(bx + bw), horizon,
                           (grey + tint, grey, grey - tint)))
 
-    candidates = [_sample_object(rng, names, probs, width, height, horizon) for _ in range(n_objects)]
-    # Far to near: nearer objects are painted later and occlude the farther ones.
-    order = sorted(range(n_objects), key=lambda i: candidates[i][2])
     objects: list[_Object] = []
     visible: list[int] = []
-    for i in order:
-        name, canvas, depth = candidates[i]
+
+    def place(name: str, canvas: np.ndarray, depth: float, behind: bool) -> bool:
+        """Try a few horizontal positions; paint the object at the first acceptable one.
+
+        In front (``behind=False``) the object covers what is already there, as long as every
+        covered object keeps enough of itself visible; behind, it shows only where nothing
+        but road or background has been painted.
+        """
         ch, cw = canvas.shape
-        foot = horizon + depth * (height - horizon)
-        oy = int(round(foot)) - ch
+        oy = int(round(horizon + depth * (height - horizon))) - ch
         for _attempt in range(6):
             ox = int(round(rng.uniform(-0.08, 1.08) * width - cw / 2))
             win = _window(ox, oy, ch, cw, width, height)
@@ -607,33 +614,46 @@ def _layout(
                 continue
             img_sl, can_sl = win
             shape = canvas[can_sl]
-            area = int(shape.sum())
+            area = int(np.count_nonzero(shape))
             if area < 16:
                 continue
-            # Label counts under the new shape: ego pixels hide it, object pixels it hides.
-            covered = np.bincount(labels[img_sl][shape], minlength=_FIRST_OBJECT + len(objects))
-            mine = area - int(covered[_EGO])
+            region = labels[img_sl]
+            if region.max() <= _ROAD:  # common case: only road and background underneath
+                covered = np.zeros(_FIRST_OBJECT + len(objects), dtype=np.int64)
+            else:
+                covered = np.bincount(region[shape], minlength=_FIRST_OBJECT + len(objects))
+            hidden = covered[_EGO] + (covered[_FIRST_OBJECT:].sum() if behind else 0)
+            mine = area - int(hidden)
             if mine < max(12, _MIN_VISIBLE_FRACTION * area):
                 continue
-            # Each covered object must keep enough of itself visible.
             covered = covered[_FIRST_OBJECT:]
-            ok = all(
-                visible[j] - covered[j] >= max(12, _MIN_VISIBLE_FRACTION * objects[j].area)
-                for j in np.nonzero(covered)[0]
-            )
-            if not ok:
+            hit = np.nonzero(covered)[0] if not behind else ()
+            if any(visible[j] - covered[j] < max(12, _MIN_VISIBLE_FRACTION * objects[j].area)
+                   for j in hit):
                 continue
             rows, cols = shape.any(axis=1), shape.any(axis=0)
             bbox = (img_sl[1].start + int(cols.argmax()), img_sl[0].start + int(rows.argmax()),
                     img_sl[1].start + len(cols) - 1 - int(cols[::-1].argmax()),
                     img_sl[0].start + len(rows) - 1 - int(rows[::-1].argmax()))
-            obj = _Object(name, canvas, ox, oy, bbox, area, float(rng.uniform(0.88, 1.12)))
-            for j in np.nonzero(covered)[0]:
+            obj = _Object(name, canvas, ox, oy, bbox, area, float(rng.uniform(0.88, 1.12)),
+                          behind=behind)
+            for j in hit:
                 visible[j] -= int(covered[j])
             visible.append(mine)
             _paint(labels, obj, _FIRST_OBJECT + len(objects))
             objects.append(obj)
+            return True
+        return False
+
+    candidates = [_sample_object(rng, names, probs, width, height, horizon) for _ in range(n_objects)]
+    # Far to near: nearer objects are painted later and occlude the farther ones.
+    for name, canvas, depth in sorted(candidates, key=lambda c: c[2]):
+        place(name, canvas, depth, behind=False)
+    # Objects that found no place are replaced by new ones standing behind everything so far.
+    for _ in range(4 * (n_objects - len(objects))):
+        if len(objects) >= n_objects:
             break
+        place(*_sample_object(rng, names, probs, width, height, horizon), behind=True)
     return _Scene(width, height, horizon, road, ego, objects, labels, buildings)
 
 
@@ -779,8 +799,10 @@ def generate_nuimages(root, version="v1.0-mini", num_samples=8, width=1600, heig
     ``<root>/sweeps/<CAM>/...jpg`` (``sweeps_per_sample`` unannotated frames at 2 Hz before each
     key frame, chained to it by ``prev``/``next``).
 
-    Each key frame gets ``objects_per_image`` = (min, max) objects (inclusive; a few may be
-    dropped when they cannot be placed without hiding more than 70% of another), a
+    Each key frame gets ``objects_per_image`` = (min, max) objects (inclusive). Objects are
+    placed far to near, each keeping at least 30% of its shape visible; one that finds no place
+    in front is replaced by an object standing behind the others (in very crowded small images
+    a few may still be missing). Each key frame also gets a
     ``flat.driveable_surface`` surface and, mostly on back cameras, a ``vehicle.ego`` surface.
     A ``null_mask_fraction`` share of object (and surface) masks is written as ``null``.
     Output is byte-identical for the same arguments. Tokens derive from
