@@ -24,9 +24,9 @@ import json
 import os
 import re
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -376,6 +376,7 @@ def decode_mask(mask: dict) -> np.ndarray:
 class KeyFrame:
     """A key-frame ``sample_data`` row: one image of the COCO json."""
 
+    __slots__ = ("token", "file_name", "width", "height")  # one per key frame: keep it small
     token: str
     file_name: str
     width: int
@@ -415,7 +416,6 @@ class VersionIndex:
     objects: AnnIndex
     surfaces: AnnIndex
     num_sample_data: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def version_dir(data_root: str | os.PathLike, version: str) -> Path:
