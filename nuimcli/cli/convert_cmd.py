@@ -97,11 +97,11 @@ def summary_table(summaries: list) -> Table:
 def convert_cmd(
     data_root: Path = typer.Option(Path("./data/nuimages"), "--data-root",
                                    help="nuImages root holding the version folders (v1.0-train/, ...)."),
-    version: List[str] = typer.Option(["v1.0-mini"], "--version",
+    version: List[str] = typer.Option(["v1.0-mini"], "--version", metavar="VERSION...",
                                       help="Version(s) to convert; several after one flag work: "
                                            "--version v1.0-train v1.0-val."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir",
-                                           help="Output folder [default: <data-root>/annotations]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Output folder.",
+                                           show_default="<data-root>/annotations"),
     nproc: int = typer.Option(4, "--nproc", min=0, help="Worker processes painting the semantic PNGs "
                                                        "(0 or 1: in this process)."),
     extra_tag: str = typer.Option("nuimages", "--extra-tag", help="JSON file name prefix: <tag>_<version>.json."),
