@@ -546,7 +546,6 @@ def _paint(labels: np.ndarray, obj: _Object, value: int, dx: int = 0) -> None:
 
 def _sample_object(
     rng: np.random.Generator, names: list[str], probs: np.ndarray, width: int, height: int,
-    horizon: int,
 ) -> tuple[str, np.ndarray, float]:
     """Choose a category and draw its silhouette; returns (category, canvas, foot depth 0..1)."""
     name = names[int(rng.choice(len(names), p=probs))]
@@ -645,7 +644,7 @@ def _layout(
             return True
         return False
 
-    candidates = [_sample_object(rng, names, probs, width, height, horizon) for _ in range(n_objects)]
+    candidates = [_sample_object(rng, names, probs, width, height) for _ in range(n_objects)]
     # Far to near: nearer objects are painted later and occlude the farther ones.
     for name, canvas, depth in sorted(candidates, key=lambda c: c[2]):
         place(name, canvas, depth, behind=False)
@@ -653,7 +652,7 @@ def _layout(
     for _ in range(4 * (n_objects - len(objects))):
         if len(objects) >= n_objects:
             break
-        place(*_sample_object(rng, names, probs, width, height, horizon), behind=True)
+        place(*_sample_object(rng, names, probs, width, height), behind=True)
     return _Scene(width, height, horizon, road, ego, objects, labels, buildings)
 
 
