@@ -168,3 +168,65 @@ def test_cuda_request_without_cuda(tmp_path, capsys):
     ann, _ = write_case(tmp_path)
     code, _, err = call(capsys, "eval", "--checkpoint", "x.pth", "--ann-file", str(ann), "--device", "cuda")
     assert code == 2 and "CUDA is not available" in err
+
+
+# --------------------------------------------------------------------------- a real checkpoint
+
+
+def known_answer_checkpoint(path: Path):
+    """Save the tiny preset's real Detector with a known-answer RoI head (see
+    tests/engine/test_predict.py): every kept detection is a box-filling 'pedestrian'."""
+    import torch
+
+    from nuimcli.models.build import build_model
+    from nuimcli.models.checkpoints import save_checkpoint
+
+    preset = load_preset("mask-rcnn-r18-tiny", ["model.roi.max_per_img=3"])
+    torch.manual_seed(0)
+    model = build_model(preset).eval()
+    bh, mh = model.roi_head.bbox_head, model.roi_head.mask_head
+    with torch.no_grad():
+        for p in (bh.fc_cls.weight, bh.fc_cls.bias, bh.fc_reg.weight, bh.fc_reg.bias, mh.conv_logits.weight):
+            p.zero_()
+        bh.fc_cls.bias[7] = 5.0
+        mh.conv_logits.bias.fill_(-5.0)
+        mh.conv_logits.bias[7] = 5.0
+    save_checkpoint(path, model, preset)
+    return model
+
+
+def test_real_checkpoint_end_to_end(tmp_path):
+    """`nuim eval --checkpoint` in a fresh process on a split whose ground truth is what the
+    checkpoint finds: AP 1.0 by default; below 1 with --reference-compat (annotation 0)."""
+    import cv2
+
+    model = known_answer_checkpoint(tmp_path / "known.pth")
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(2):
+        img = rng.integers(0, 255, (216, 384, 3), dtype=np.uint8)
+        rel = f"samples/CAM_BACK/frame{i}.jpg"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), img)
+        img = cv2.imread(str(tmp_path / rel))  # what eval will read (JPEG-decoded)
+        images.append({"id": i, "file_name": rel, "width": 384, "height": 216})
+        (pred,) = model.predict([img])
+        assert len(pred) == 3
+        for box, m in zip(pred.boxes, pred.masks):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            anns.append({"id": len(anns), "image_id": i, "category_id": 7, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                         "area": float(m.sum()), "segmentation": rle(m), "iscrowd": 0})
+    ann = tmp_path / "gt.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": k, "name": n} for k, n in enumerate(CLASSES)]}))
+    r = run_nuim("eval", "--checkpoint", str(tmp_path / "known.pth"), "--data-root", str(tmp_path),
+                 "--ann-file", str(ann), "--json", "--out", str(tmp_path / "o"), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["preset"] == "mask-rcnn-r18-tiny" and doc["num_detections"] == 6
+    assert doc["bbox"]["AP"] == 1.0 and doc["segm"]["AP"] == 1.0
+    assert doc["bbox"]["per_class"]["pedestrian"] == 1.0
+    r = run_nuim("eval", "--results", str(tmp_path / "o" / "results.json"), "--ann-file", str(ann), "--json",
+                 "--reference-compat")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bbox"]["AP"] < 1.0

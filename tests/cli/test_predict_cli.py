@@ -4,6 +4,7 @@ no-checkpoint path (released file from the zoo; offline message)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -143,3 +144,29 @@ def test_without_checkpoint_offline_says_how(tmp_path, capsys, monkeypatch, fake
     assert best.checkpoint_url in flat and str(best.path) in flat and "--checkpoint" in flat
     code, _, err = call(capsys, "predict", str(img), "--preset", "htc-r50-1x")
     assert code == 2 and "no released checkpoint" in err
+
+
+def test_real_checkpoint_end_to_end(tmp_path):
+    """`nuim predict --checkpoint FILE` in a fresh process with a real (known-answer) checkpoint."""
+    import subprocess
+    import sys
+
+    from pycocotools import mask as mask_util
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_eval_cli import known_answer_checkpoint  # one known-answer checkpoint for both CLI tests
+
+    model = known_answer_checkpoint(tmp_path / "known.pth")
+    good = images(tmp_path / "in", ("street.jpg",))[0]
+    (tmp_path / "in" / "notes.jpg").write_text("text")
+    r = subprocess.run([sys.executable, "-m", "nuimcli", "predict", str(tmp_path / "in"), "--checkpoint",
+                        str(tmp_path / "known.pth"), "--out", str(tmp_path / "out"), "--threads", "1"],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 1, r.stderr  # notes.jpg is not an image
+    assert "notes.jpg" in r.stderr and "street.jpg" in r.stdout and "pedestrian×3" in r.stdout
+    rec = json.loads((tmp_path / "out" / "street.json").read_text())
+    (pred,) = model.predict([cv2.imread(str(good))])
+    assert len(rec["detections"]) == 3
+    for d, m in zip(rec["detections"], pred.masks):
+        np.testing.assert_array_equal(mask_util.decode(d["mask"]).astype(bool), m)
+    assert cv2.imread(str(tmp_path / "out" / "street.jpg")).shape == (60, 80, 3)

@@ -167,3 +167,50 @@ def test_bad_arguments(tmp_path):
 
 def test_classes_and_colours():
     assert len({class_color(i) for i in range(len(CLASSES))}) == len(CLASSES)
+
+
+# --------------------------------------------------------------------------- a real Detector
+
+
+def known_answer_detector():
+    """The tiny preset's real Detector with its RoI head set to a known answer: every proposal is
+    a 'pedestrian' (label 7) with softmax score e^5 / (e^5 + 10) and an unchanged box, and the mask
+    head says 'inside' everywhere for that class (so each mask fills its box). RPN, RoI
+    extraction, NMS (IoU 0.5), mask pasting and rescaling all run for real; 3 kept per image."""
+    import torch
+
+    from nuimcli.models.build import build_model
+    from nuimcli.presets import load_preset
+
+    torch.manual_seed(0)
+    model = build_model(load_preset("mask-rcnn-r18-tiny", ["model.roi.max_per_img=3"])).eval()
+    bh, mh = model.roi_head.bbox_head, model.roi_head.mask_head
+    with torch.no_grad():
+        for p in (bh.fc_cls.weight, bh.fc_cls.bias, bh.fc_reg.weight, bh.fc_reg.bias, mh.conv_logits.weight):
+            p.zero_()
+        bh.fc_cls.bias[7] = 5.0
+        mh.conv_logits.bias.fill_(-5.0)
+        mh.conv_logits.bias[7] = 5.0
+    return model
+
+
+def test_real_detector_pictures_and_json(tmp_path):
+    model = known_answer_detector()
+    src = grey_image(tmp_path / "in" / "street.jpg", 400, 230)  # not the test scale: rescaling is exercised
+    (item,) = predict_files(model, [str(src)], tmp_path / "out", score_thr=0.3, progress=False)
+    assert item.ok and item.num_detections == 3 and item.classes == {"pedestrian": 3}
+    orig = cv2.imread(str(src))
+    pic = cv2.imread(item.image_out)
+    assert pic.shape == orig.shape
+    (pred,) = model.predict([orig])
+    rec = json.loads(Path(item.json_out).read_text())
+    assert (rec["width"], rec["height"]) == (400, 230)
+    expected_score = float(np.exp(5.0) / (np.exp(5.0) + 10))
+    diff = np.abs(pic.astype(int) - orig.astype(int)).sum(-1)
+    for d, box, mask in zip(rec["detections"], pred.boxes, pred.masks):
+        assert d["category"] == "pedestrian" and d["score"] == pytest.approx(expected_score, abs=1e-4)
+        np.testing.assert_allclose(d["bbox"], box, atol=0.01)
+        decoded = mask_util.decode(d["mask"]).astype(bool)
+        np.testing.assert_array_equal(decoded, mask)  # the JSON's RLE is the drawn mask
+        assert decoded.sum() > 50
+        assert (diff[decoded] > 20).mean() > 0.5  # the picture changed inside it
