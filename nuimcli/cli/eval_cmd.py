@@ -51,8 +51,9 @@ def render_metrics(doc: dict[str, Any], console: Console) -> None:
     from nuimcli.engine.coco_metrics import METRIC_NAMES
 
     mode = doc["mode"]
-    title = f"COCO metrics ({doc['num_images']} images, {doc['num_detections']} detections; ids: {mode})"
-    t = Table(title=title)
+    ids = "annotation ids as in the file (--reference-compat)" if mode == "reference-compat" \
+        else "annotation ids shifted +1 (default)"
+    t = Table(title="COCO metrics (%)", caption=f"{doc['num_images']} images, {doc['num_detections']} detections; {ids}")
     t.add_column("")
     for k in METRIC_NAMES:
         t.add_column(k, justify="right")
