@@ -258,7 +258,8 @@ def _evaluate_type(gt_coco: Any, dets: Sequence[dict], iou_type: str, cat_ids: l
     from faster_coco_eval import COCOeval_faster
 
     dt_coco = _results_coco(gt_coco, dets, iou_type)
-    ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
+    # One thread: the IoU work per (image, class) is small; threads only contend (measured).
+    ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet, rle_iou_max_workers=1)
     ev.params.catIds = list(cat_ids)
     ev.params.imgIds = list(img_ids)
     ev.params.maxDets = list(MAX_DETS)
