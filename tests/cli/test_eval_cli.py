@@ -230,3 +230,12 @@ def test_real_checkpoint_end_to_end(tmp_path):
                  "--reference-compat")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["bbox"]["AP"] < 1.0
+
+
+def test_checkpoint_of_another_preset_gives_the_mismatch_report(tmp_path, capsys):
+    ann, _ = write_case(tmp_path)
+    known_answer_checkpoint(tmp_path / "known.pth")
+    code, out, err = call(capsys, "eval", "--checkpoint", str(tmp_path / "known.pth"), "--preset",
+                          "mask-rcnn-r50-1x", "--ann-file", str(ann), "--data-root", str(tmp_path))
+    assert code == 2 and out == ""
+    assert "does not match preset 'mask-rcnn-r50-1x'" in err and "Traceback" not in err
