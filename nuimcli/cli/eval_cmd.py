@@ -162,6 +162,8 @@ def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Pat
             torch.cuda.set_device(device)
         init(world, device)
     try:
+        if world is not None and world.distributed:
+            checkpoint = _resolve_on_rank0(checkpoint, world.rank)
         model = nuimcli.load(checkpoint, preset=preset, device=device)
         out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
     finally:
@@ -176,3 +178,27 @@ def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Pat
         doc["reference"] = {"preset": p.name, "row": p.release.row, "box_ap": p.release.box_ap,
                             "mask_ap": p.release.mask_ap}
     return doc, out.results
+
+
+def _resolve_on_rank0(checkpoint: str, rank: int) -> str:
+    """Under torchrun: rank 0 resolves (downloads) a zoo name once; every rank gets the path, or
+    the same error (so no rank waits forever for one that failed)."""
+    from pathlib import Path as _P
+
+    from nuimcli.engine.distributed import broadcast_object
+
+    answer: Optional[tuple[bool, str]] = None
+    if rank == 0:
+        try:
+            if _P(checkpoint).exists():
+                answer = (True, checkpoint)
+            else:
+                from nuimcli.zoo import resolve_checkpoint
+
+                answer = (True, str(resolve_checkpoint(checkpoint)))
+        except UserError as e:
+            answer = (False, str(e))
+    ok, text = broadcast_object(answer, src=0)
+    if not ok:
+        raise UserError(text)
+    return text
