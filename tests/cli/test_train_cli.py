@@ -1,0 +1,101 @@
+"""`nuim train` end to end: a short run, bare --resume, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--set", "model.backbone.depth=18", "--set", "model.fpn_channels=32", "--set", "model.rpn.feat_channels=32",
+         "--set", "model.roi.fc_out_channels=64", "--set", "data.train_scales=[[192, 108], [192, 108]]",
+         "--set", "model.rpn.train_nms_pre=300", "--set", "model.rpn.train_max_per_img=200"]
+
+
+def run_nuim(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", NUIM_HOME=str(kw.pop("home", "/nonexistent-nuim-home")))
+    return subprocess.run([sys.executable, "-m", "nuimcli", *args], capture_output=True, text=True, env=env,
+                          timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    from nuimcli.data.convert import convert
+    from nuimcli.data.synthetic import generate_nuimages
+
+    root = tmp_path_factory.mktemp("nuim")
+    generate_nuimages(root, version="v1.0-train", num_samples=2, width=192, height=108, seed=5,
+                      sweeps_per_sample=0, objects_per_image=(2, 4), null_mask_fraction=0.0)
+    convert(root, ["v1.0-train"], nproc=0)
+    return root
+
+
+def test_short_run_then_bare_resume(data_root, tmp_path):
+    work = tmp_path / "work"
+    base = ["train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir", str(work),
+            "--device", "cpu", "--threads", "1", "--log-interval", "1", *SMALL]
+    r = run_nuim(*base, "--max-iters", "1")
+    assert r.returncode == 0, r.stderr
+    assert "scaled linearly" in r.stderr
+    # 2 images, batch 2: one iteration is one epoch.
+    assert (work / "epoch_1.pth").exists() and (work / "latest.pth").exists() and (work / "preset.yaml").exists()
+    r = run_nuim(*base, "--max-iters", "2", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr
+    logs = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if x["mode"] == "train"]
+    assert [x["global_iter"] for x in steps] == [1, 2]
+    for k in ("epoch", "iter", "lr", "loss", "loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox",
+              "loss_mask", "time"):
+        assert k in steps[-1], k
+
+
+def nuim_inproc(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nuim`` in this process (bad-input paths stop before any heavy work)."""
+    from nuimcli.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, e.value.code, out.out, out.err)
+
+
+def test_unknown_preset_suggests_closest(data_root, capsys):
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r50-1y", "--data-root", str(data_root))
+    assert r.returncode == 2
+    assert "unknown preset" in r.stderr and "mask-rcnn-r50-1x" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_override_key(data_root, capsys):
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--set", "schedule.lrr=0.1")
+    assert r.returncode == 2
+    assert "schedule.lrr" in r.stderr and "schedule.lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_image_is_named(data_root, tmp_path, capsys):
+    ann = json.loads((data_root / "annotations" / "nuimages_v1.0-train.json").read_text())
+    ann["images"][0]["file_name"] = "samples/CAM_FRONT/not-there.jpg"
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(ann))
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--train-ann", str(p),
+                    "--work-dir", str(tmp_path / "w"))
+    assert r.returncode == 2
+    assert "not-there.jpg" in r.stderr and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_not_a_coco_file(data_root, tmp_path, capsys):
+    p = tmp_path / "bad.json"
+    p.write_text('{"hello": 1}')
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--train-ann", str(p))
+    assert r.returncode == 2
+    assert "bad.json" in r.stderr and "not a COCO" in r.stderr
+
+
+def test_resume_without_checkpoint(data_root, tmp_path, capsys):
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir", str(tmp_path / "w"),
+                 "--resume")
+    assert r.returncode == 2 and "latest.pth" in r.stderr
