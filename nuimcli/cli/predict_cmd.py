@@ -58,6 +58,49 @@ def resolve_model_file(checkpoint: Optional[str], preset: Optional[str]) -> tupl
     return str(path), None
 
 
+#: Up to this many inputs the summary has one row per file; above, totals per class plus the failures.
+PER_FILE_ROWS = 20
+
+
+def render_summary(items: list, title: str, console: Console) -> None:
+    """The end-of-run table: per file (few inputs) or per class with totals (many), failures always named."""
+    from collections import Counter
+
+    ok = [it for it in items if it.ok]
+    failed = [it for it in items if not it.ok]
+    if len(items) <= PER_FILE_ROWS:
+        table = Table(title=title)
+        for col in ("input", "size", "detections", "classes", "written"):
+            table.add_column(col, justify="right" if col == "detections" else "left")
+        for it in items:
+            if it.ok:
+                classes = ", ".join(f"{k}×{v}" for k, v in it.classes.items()) or "—"
+                table.add_row(it.source, f"{it.width}×{it.height}", str(it.num_detections), classes,
+                              f"[green]{Path(it.image_out).name}[/] + .json")
+            else:
+                table.add_row(it.source, "", "", "", f"[red]failed: {it.error}[/]")
+        console.print(table)
+        return
+    per_class: Counter = Counter()
+    for it in ok:
+        per_class.update(it.classes)
+    table = Table(title=title, caption=f"{len(ok)} image(s) written, {len(failed)} failed, "
+                                       f"{sum(it.num_detections for it in ok)} detections")
+    table.add_column("class")
+    table.add_column("detections", justify="right")
+    table.add_column("images", justify="right")
+    for name, n in per_class.most_common():
+        table.add_row(name, str(n), str(sum(1 for it in ok if name in it.classes)))
+    console.print(table)
+    if failed:
+        ft = Table(title="failed inputs")
+        ft.add_column("input")
+        ft.add_column("reason")
+        for it in failed:
+            ft.add_row(it.source, f"[red]{it.error}[/]")
+        console.print(ft)
+
+
 @app.command("predict")
 def predict_cmd(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (their images) or glob patterns "
@@ -98,17 +141,7 @@ def predict_cmd(
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")
     items = predict_files(model, inputs, out, score_thr=score_thr, batch_size=batch_size,
                           show_semantic=show_semantic)
-    table = Table(title=f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}")
-    for col in ("input", "size", "detections", "classes", "status"):
-        table.add_column(col, justify="right" if col == "detections" else "left")
-    for it in items:
-        if it.ok:
-            classes = ", ".join(f"{k}×{v}" for k, v in it.classes.items()) or "—"
-            table.add_row(it.source, f"{it.width}×{it.height}", str(it.num_detections), classes,
-                          f"[green]{Path(it.image_out).name}[/]")
-        else:
-            table.add_row(it.source, "", "", "", f"[red]{it.error}[/]")
-    Console().print(table)
+    render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", Console())
     failed = [it for it in items if not it.ok]
     if failed:
         names = ", ".join(it.source for it in failed[:5]) + (" …" if len(failed) > 5 else "")

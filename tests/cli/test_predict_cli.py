@@ -170,3 +170,12 @@ def test_real_checkpoint_end_to_end(tmp_path):
     for d, m in zip(rec["detections"], pred.masks):
         np.testing.assert_array_equal(mask_util.decode(d["mask"]).astype(bool), m)
     assert cv2.imread(str(tmp_path / "out" / "street.jpg")).shape == (60, 80, 3)
+
+
+def test_many_inputs_summarised_per_class(tmp_path, capsys, fake_load):
+    images(tmp_path / "many", [f"f{i:02d}.jpg" for i in range(21)])
+    code, out, err = call(capsys, "predict", str(tmp_path / "many"), "-c", "m.pth", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "21 image(s) written, 0 failed, 21 detections" in flat and "bus" in flat and "f07.jpg" not in flat
+    assert len(list((tmp_path / "o").glob("*.json"))) == 21
