@@ -98,3 +98,55 @@ def calibrate_bn(module: nn.Module, x: torch.Tensor) -> None:
         for h in hooks:
             h.remove()
         module.train(was_training)
+
+
+_TARGET_STD = (
+    # (name suffix, target output std): logits spread enough to rank clearly but not saturate;
+    # box deltas small enough to give plausible boxes. Both nuimcli/mmdet and torchvision names.
+    ("fc_cls", 2.0), ("cls_score", 2.0), ("rpn_cls", 2.0), ("cls_logits", 2.0),
+    ("conv_logits", 2.0), ("mask_fcn_logits", 2.0),
+    ("fc_reg", 1.0), ("bbox_pred", 1.0), ("rpn_reg", 0.3),
+)
+
+
+@torch.no_grad()
+def calibrate_heads(model: nn.Module, run, skip_prefix: str = "backbone.") -> int:
+    """Rescale every conv/linear outside the backbone so its output std on real data is a target.
+
+    One pass: a forward hook on each layer, on its first call, measures the output std and
+    multiplies the layer's weight and bias by ``target / std`` (which scales the output
+    exactly), returning the rescaled output so later layers see calibrated inputs. ``run()``
+    performs the forward (e.g. ``lambda: model.predict([img])``). Returns the layer count.
+    """
+    done: set[int] = set()
+    hooks = []
+
+    def hook(name):
+        target = next((t for suffix, t in _TARGET_STD if name.endswith(suffix)), 1.0)
+
+        def fn(m, inputs, out):
+            if id(m) in done or not isinstance(out, torch.Tensor) or out.numel() < 2:
+                return None
+            done.add(id(m))
+            std = float(out.float().std())
+            if not math.isfinite(std) or std == 0:
+                return None
+            a = target / std
+            m.weight.mul_(a)
+            if m.bias is not None:
+                m.bias.mul_(a)
+            return out * a
+
+        return fn
+
+    for name, m in model.named_modules():
+        if name.startswith(skip_prefix) or name == skip_prefix.rstrip("."):
+            continue
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return len(done)

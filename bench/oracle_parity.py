@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model_init import calibrate_bn, randomize, synthetic_image  # noqa: E402
+from _model_init import calibrate_bn, calibrate_heads, randomize, synthetic_image  # noqa: E402
 
 from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor  # noqa: E402
 from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
@@ -115,6 +115,7 @@ def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
     ol = np.asarray(pred.labels)
     used = np.zeros(len(ob), bool)
     box_d, score_d, ious, unmatched_theirs = [], [], [], 0
+    worst = (1.0, 0, 0)  # (IoU, differing pixels, union pixels) of the worst mask
     for d in sorted(theirs, key=lambda d: -d["score"]):
         tb = np.asarray(d["bbox"], dtype=np.float64)
         cand = np.where((~used) & (ol == d["label"]))[0]
@@ -132,8 +133,11 @@ def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
         score_d.append(abs(float(os_[j]) - d["score"]))
         if pred.masks is not None and "mask" in d:
             a, b = pred.masks[j], _rle_decode(d["mask"])
-            union = np.logical_or(a, b).sum()
-            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+            union = int(np.logical_or(a, b).sum())
+            iou = 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+            ious.append(iou)
+            if iou < worst[0]:
+                worst = (iou, int(np.logical_xor(a, b).sum()), union)
     return dict(
         ours=len(ob),
         theirs=len(theirs),
@@ -144,17 +148,74 @@ def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
         max_score=max(score_d) if score_d else float("nan"),
         min_mask_iou=min(ious) if ious else float("nan"),
         mean_mask_iou=float(np.mean(ious)) if ious else float("nan"),
+        masks_below_099=int(sum(i < 0.99 for i in ious)),
+        worst_mask_xor_union=[worst[1], worst[2]],
     )
+
+
+def same_input_check(model, preset, img: np.ndarray, arch: str, ckpt: Path, args, work: Path) -> dict:
+    """Both models from the *same* normalised tensor (no preprocessing noise): proposals + detections."""
+    x, meta = model.preprocess(img)
+    batch = pad_batch([x], preset.data.size_divisor)
+    inp, meta_path, out = work / f"{arch}.input.npy", work / f"{arch}.meta.json", work / f"{arch}.same.npz"
+    np.save(inp, batch.numpy())
+    meta_path.write_text(json.dumps(dict(img_shape=list(meta["img_shape"]), ori_shape=list(meta["ori_shape"]),
+                                         scale_factor=[float(v) for v in meta["scale_factor"]])))
+    cmd = [str(args.oracle_python), str(Path(__file__).resolve().parent / "_oracle_side.py"), arch, str(ckpt),
+           str(inp), str(meta_path), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    if r.returncode != 0:
+        raise RuntimeError(f"oracle side failed:\n{r.stderr[-3000:]}")
+    theirs = dict(np.load(out))
+    cl = model.backbone.channels_last
+    model.backbone.channels_last = False  # NCHW like mmdet: bit-identical features
+    with torch.no_grad():
+        feats = model.extract_feat(batch)
+        model.backbone.channels_last = cl
+        cls, reg = model.rpn_head(feats)
+        props = model.rpn_head.get_proposals(cls, reg, [meta["img_shape"]])[0].numpy()
+        det = model.roi_head.simple_test(feats, [torch.from_numpy(props)], [meta])[0]
+    pred = model.postprocess(det, meta)
+    tp = theirs["proposals"]
+    # proposals as sets: for each of ours, the nearest of theirs (order differs among equal scores)
+    if len(props) and len(tp):
+        d = np.abs(props[:, None, :4] - tp[None, :, :4]).max(-1)
+        j = d.argmin(1)
+        near = d[np.arange(len(props)), j]
+        score_d = np.abs(props[:, 4] - tp[j, 4])
+    else:
+        near = score_d = np.zeros(0)
+    res = dict(proposals_ours=len(props), proposals_theirs=len(tp),
+               proposals_max_abs=float(near.max()) if len(near) else 0.0,
+               proposals_max_score=float(score_d.max()) if len(score_d) else 0.0)
+
+    class _P:  # the oracle's arrays in Prediction form
+        boxes, scores, labels = theirs["boxes"], theirs["scores"], theirs["labels"]
+        masks = theirs.get("masks")
+
+    from pycocotools import mask as mask_util
+
+    dets = [dict(bbox=list(map(float, b)), score=float(s), label=int(lbl)) for b, s, lbl in zip(_P.boxes, _P.scores, _P.labels)]
+    if _P.masks is not None:
+        for d, m in zip(dets, _P.masks):
+            rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+            d["mask"] = dict(size=[int(v) for v in rle["size"]], counts=rle["counts"].decode())
+    res["detections"] = compare_detections(pred, dets)
+    return res
 
 
 def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, args, work: Path) -> dict:
     preset = load_preset(preset_name, args.set or None)
     torch.manual_seed(args.seed)
     model = build(preset, args.features_only)
+    if args.nchw:
+        model.backbone.channels_last = False
     randomize(model, seed=args.seed, dcn_offset_std=args.dcn_offset_std)
     x = preprocess(img, preset)
     calibrate_bn(model.backbone, x)
     model.eval()
+    if not args.features_only:
+        calibrate_heads(model, lambda: model.predict([img]))
     ckpt = work / f"{arch}.pth"
     save_checkpoint(ckpt, model, preset)
     out_json, feats_npz = work / f"{arch}.json", work / f"{arch}.npz"
@@ -165,6 +226,8 @@ def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, a
         p = model.neck(c)
     ours_feats = {f"backbone.{i}": t for i, t in enumerate(c)} | {f"neck.{i}": t for i, t in enumerate(p)}
     res: dict = dict(arch=arch, preset=preset_name, oracle_s=round(t_oracle, 1), features=compare_features(ours_feats, theirs_feats))
+    if args.same_input and not args.features_only:
+        res["same_input"] = same_input_check(model, preset, img, arch, ckpt, args, work)
     if not args.features_only:
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -185,6 +248,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", help="preset overrides key=value (applied to every arch)")
     ap.add_argument("--dcn-offset-std", type=float, default=0.002,
                     help="std of the random DCN offset-conv weights (large values make a random net chaotic)")
+    ap.add_argument("--nchw", action="store_true", help="run our backbone in NCHW (as mmdet) instead of channels-last on CPU")
+    ap.add_argument("--same-input", action="store_true",
+                    help="also run both models from the identical normalised tensor (isolates the model from preprocessing)")
     ap.add_argument("--features-only", action="store_true", help="compare backbone/FPN features only")
     ap.add_argument("--oracle-python", type=Path, default=DEFAULT_ORACLE)
     ap.add_argument("--work", type=Path, help="keep checkpoints/outputs here (default: a temp dir)")
@@ -221,8 +287,15 @@ def main() -> None:
             line += (
                 f" | dets ours {d['ours']} mmdet {d['theirs']} matched {d['matched']}"
                 f" | max box {d['max_box_px']:.2e}px score {d['max_score']:.2e} min mask IoU {d['min_mask_iou']:.4f}"
+                f" ({d['masks_below_099']} below 0.99; worst: {d['worst_mask_xor_union'][0]} px differ of {d['worst_mask_xor_union'][1]})"
             )
         print(line, flush=True)
+        if "same_input" in r:
+            si = r["same_input"]
+            d = si["detections"]
+            print(f"    same input: proposals ours {si['proposals_ours']} mmdet {si['proposals_theirs']} max abs {si['proposals_max_abs']:.2e} score {si['proposals_max_score']:.2e}"
+                  f" | dets matched {d['matched']}/{d['theirs']} max box {d['max_box_px']:.2e}px score {d['max_score']:.2e}"
+                  f" min mask IoU {d['min_mask_iou']:.4f}")
         for k, (a, rel) in r["features"].items():
             print(f"    {k:12s} max abs {a:.3e}  rel {rel:.3e}")
     if args.json:
