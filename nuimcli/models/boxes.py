@@ -228,9 +228,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
                 split_thr: int = 10000) -> Tensor:
     """Per-group NMS exactly as mmcv's ``batched_nms`` (which mmdet 2.x calls).
 
-    Below ``split_thr`` boxes the groups are separated by offsetting every box by
-    ``idx * (max coordinate + 1)`` and running one NMS (float32 offsets included, so the IoUs
-    are mmcv's to the last bit); above it, one NMS per group.
+    Every box is offset by ``idx * (max coordinate + 1)`` (float32, so the IoUs are rounded
+    exactly as mmcv's); below ``split_thr`` boxes one NMS separates the groups, from
+    ``split_thr`` on (e.g. 1000 RoIs x 10 classes) one NMS runs per group.
 
     Args:
         boxes: ``[N, 4]``; scores: ``[N]``; idxs: ``[N]`` group (class or level) ids.
@@ -240,14 +240,16 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    boxes_for_nms = boxes + offsets[:, None]
     if boxes.size(0) < split_thr:
-        max_coordinate = boxes.max()
-        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
-        return _tv_nms(boxes + offsets[:, None], scores, iou_threshold)
+        return _tv_nms(boxes_for_nms, scores, iou_threshold)
+    # mmcv keeps the offset boxes in the per-group path too (same rounding of the IoUs).
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for group in torch.unique(idxs):
         mask = (idxs == group).nonzero(as_tuple=False).view(-1)
-        keep_mask[mask[_tv_nms(boxes[mask], scores[mask], iou_threshold)]] = True
+        keep_mask[mask[_tv_nms(boxes_for_nms[mask], scores[mask], iou_threshold)]] = True
     keep = keep_mask.nonzero(as_tuple=False).view(-1)
     return keep[scores[keep].argsort(descending=True)]
 
