@@ -517,7 +517,7 @@ class Trainer:
                 n_acc = 0
                 t_acc = d_acc = 0.0
                 t_last = time.perf_counter()
-                for batch in self._loader():
+                for batch in _clean_worker_errors(self._loader()):
                     t_data = time.perf_counter()
                     lr = self._set_lr()
                     log_vars = self.train_step(batch)
@@ -613,6 +613,30 @@ class Trainer:
                             self._tb.add_scalar(f"val/{k}", v, self.global_iter)
                 self._log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         barrier()
+
+
+def _clean_worker_errors(loader):
+    """Iterate a DataLoader; a UserError raised in a worker keeps its one-line message.
+
+    (PyTorch re-raises a worker's exception with the worker traceback in the message.)
+    """
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except UserError as e:
+            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+            if len(lines) > 1 and "Traceback" in str(e):
+                last = lines[-1]
+                prefix = f"{type(e).__module__}.{type(e).__name__}: "
+                for p in (prefix, f"{type(e).__name__}: "):
+                    if last.startswith(p):
+                        last = last[len(p):]
+                raise type(e)(last) from None
+            raise
+        yield batch
 
 
 def _point_latest(link: Path, target: Path) -> None:

@@ -203,6 +203,15 @@ def test_diverging_loss_is_reported(tmp_path):
         Trainer(toy_preset(), opts(tmp_path, ann), model=Nan()).run()
 
 
+def test_unreadable_image_in_a_worker_is_one_line(tmp_path):
+    ann = make_set(tmp_path)
+    (tmp_path / "img" / "2.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError) as e:
+        Trainer(toy_preset(), opts(tmp_path, ann, workers=1), model=ToyDetector()).run()
+    msg = str(e.value)
+    assert "2.jpg: cannot read the image" in msg and "\n" not in msg and "Traceback" not in msg
+
+
 # --------------------------------------------------------------------------- two CPU processes
 
 
@@ -245,3 +254,39 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     assert sorted(r0["seen"] + r1["seen"]) == list(range(8))
     log = [json.loads(x) for x in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
     assert log[0]["world_size"] == 2 and log[0]["total_batch"] == 2
+
+
+# --------------------------------------------------------------------------- real learning
+
+
+OVERFIT_ITERS = 70
+
+
+@pytest.mark.slow
+def test_tiny_preset_overfits_synthetic_images(tmp_path):
+    """The tiny preset, as shipped, learns 4 synthetic images: loss halves and box AP50 >= 0.5."""
+    from nuimcli.data.convert import convert
+    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.engine.evaluate import evaluate_detector
+    from nuimcli.models.build import build_model
+
+    root = tmp_path / "nuim"
+    generate_nuimages(root, version="v1.0-train", num_samples=4, width=384, height=216, seed=1,
+                      sweeps_per_sample=0, objects_per_image=(2, 5), null_mask_fraction=0.0)
+    convert(root, ["v1.0-train"], nproc=0)
+    # Only the schedule length changes: the run must not reach the preset's lr steps.
+    preset = load_preset("mask-rcnn-r18-tiny", ["schedule.epochs=1000", "schedule.lr_steps=[999]"])
+    torch.manual_seed(0)
+    model = build_model(preset)
+    threads = torch.get_num_threads()
+    res = Trainer(preset, TrainOptions(work_dir=tmp_path / "work", data_root=root, progress=False, log_interval=1,
+                                       tensorboard=False, max_iters=OVERFIT_ITERS, evaluate=False),
+                  model=model).run()
+    torch.set_num_threads(threads)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == OVERFIT_ITERS
+    start = losses[0]
+    end = float(np.mean(losses[-5:]))
+    assert end <= 0.5 * start, (start, end)
+    metrics = evaluate_detector(model, root / "annotations" / "nuimages_v1.0-train.json", root, progress=False)
+    assert metrics["bbox_mAP_50"] >= 0.5, metrics
