@@ -185,6 +185,10 @@ def mask_targets(pos_proposals: Tensor, pos_assigned_gt_inds: Tensor, gt_masks: 
     [G, H, W] (uint8/bool, at the padded resized image size) -> [P, mask_size, mask_size] float
     of 0/1. Proposals are clipped to the mask bitmap first; RoIAlign(aligned=True, sampling 0,
     scale 1) then ``>= 0.5``.
+
+    mmdet converts every assigned GT bitmap to float at full size; here each GT is cut to the
+    union of its proposals plus a 2-pixel margin first (RoIAlign's bilinear samples of a box
+    never reach further), so memory stays bounded at full nuImages resolution.
     """
     num_pos = pos_proposals.shape[0]
     if num_pos == 0:
@@ -193,11 +197,21 @@ def mask_targets(pos_proposals: Tensor, pos_assigned_gt_inds: Tensor, gt_masks: 
     boxes = pos_proposals.detach().float().clone()
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    # RoIAlign's batch index picks the assigned GT bitmap directly, so no per-RoI copy of it.
-    rois = torch.cat([pos_assigned_gt_inds.to(boxes.dtype)[:, None].to(boxes.device), boxes], dim=1)
-    bitmaps = gt_masks[:, None].to(device=boxes.device, dtype=torch.float32)
-    out = roi_align(bitmaps, rois, (mask_size, mask_size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
-    return (out.squeeze(1) >= 0.5).float()
+    inds = pos_assigned_gt_inds.to(boxes.device)
+    out = boxes.new_zeros((num_pos, mask_size, mask_size))
+    for g in torch.unique(inds).tolist():
+        sel = torch.nonzero(inds == g, as_tuple=False).squeeze(1)
+        b = boxes[sel]
+        x0 = max(int(b[:, 0].min().floor()) - 2, 0)
+        y0 = max(int(b[:, 1].min().floor()) - 2, 0)
+        x1 = min(int(b[:, 2].max().ceil()) + 2, w)
+        y1 = min(int(b[:, 3].max().ceil()) + 2, h)
+        crop = gt_masks[g, y0:y1, x0:x1].to(device=boxes.device, dtype=torch.float32)[None, None]
+        shifted = b - b.new_tensor([x0, y0, x0, y0])
+        rois = torch.cat([b.new_zeros((b.shape[0], 1)), shifted], dim=1)
+        out[sel] = roi_align(crop, rois, (mask_size, mask_size), spatial_scale=1.0, sampling_ratio=0,
+                             aligned=True).squeeze(1)
+    return (out >= 0.5).float()
 
 
 def anchor_inside_flags(anchors: Tensor, valid: Tensor, img_shape: tuple[int, int], allowed_border: int) -> Tensor:

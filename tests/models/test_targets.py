@@ -129,3 +129,26 @@ def test_smooth_l1():
     d = torch.tensor([0.0, 0.05, 0.5, 2.0])
     out = smooth_l1(d, torch.zeros(4), beta=0.1)
     assert torch.allclose(out, torch.tensor([0.0, 0.5 * 0.05 ** 2 / 0.1, 0.45, 1.95]))
+
+
+def test_mask_targets_equal_full_image_roialign():
+    """The per-GT crops give mmdet's full-bitmap RoIAlign result."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 96, 160
+    masks = (torch.rand(4, h, w, generator=g) > 0.5).to(torch.uint8)
+    masks[1, :40] = 0
+    x1 = torch.rand(40, generator=g) * (w - 10) - 5
+    y1 = torch.rand(40, generator=g) * (h - 10) - 5
+    props = torch.stack([x1, y1, x1 + 3 + torch.rand(40, generator=g) * 80,
+                         y1 + 3 + torch.rand(40, generator=g) * 60], 1)
+    inds = torch.randint(0, 4, (40,), generator=g)
+    got = mask_targets(props, inds, masks, 28)
+    clipped = props.clone()
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(0, w)
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(0, h)
+    full = masks[inds][:, None].float()
+    rois = torch.cat([torch.arange(40, dtype=torch.float32)[:, None], clipped], 1)
+    want = (roi_align(full, rois, (28, 28), 1.0, 0, True).squeeze(1) >= 0.5).float()
+    assert (got != want).float().mean() < 1e-3
