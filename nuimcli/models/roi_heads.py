@@ -321,9 +321,8 @@ def _paste_one(mask: Tensor, box: Tensor, img_h: int, img_w: int) -> tuple[Tenso
     gx = img_x[:, None, :].expand(1, img_y.size(1), img_x.size(1))
     gy = img_y[:, :, None].expand(1, img_y.size(1), img_x.size(1))
     grid = torch.stack([gx, gy], dim=3)
-    if grid.numel() == 0:
-        return mask.new_zeros((y1_int - y0_int if y1_int > y0_int else 0,
-                               x1_int - x0_int if x1_int > x0_int else 0)), (slice(0, 0), slice(0, 0))
+    if grid.numel() == 0:  # empty window (cannot happen for boxes clipped to the image)
+        return mask.new_zeros((0, 0)), (slice(0, 0), slice(0, 0))
     res = F.grid_sample(mask[:, None].to(torch.float32), grid, align_corners=False)
     return res[0, 0], (slice(y0_int, y1_int), slice(x0_int, x1_int))
 
@@ -391,8 +390,12 @@ class _RoIHeadBase(nn.Module):
 
     def _empty(self, feats: Sequence[Tensor]) -> RoIDetections:
         z = feats[0].new_zeros
-        return RoIDetections(z((0, 4)), z((0,)), torch.zeros((0,), dtype=torch.long, device=feats[0].device),
-                             z((0, 28, 28)) if self.with_mask else None, z((0, 4)) if self.with_mask else None)
+        labels = torch.zeros((0,), dtype=torch.long, device=feats[0].device)
+        if not self.with_mask:
+            return RoIDetections(z((0, 4)), z((0,)), labels)
+        heads = self.mask_head if isinstance(self.mask_head, nn.ModuleList) else [self.mask_head]
+        size = 2 * heads[-1].roi_feat_size
+        return RoIDetections(z((0, 4)), z((0,)), labels, z((0, size, size)), z((0, 4)))
 
     def _mask_rois(self, dets: list[RoIDetections], img_metas: Sequence[dict]) -> list[Tensor]:
         # mmdet maps the rescaled detections back to the network frame by * scale_factor.

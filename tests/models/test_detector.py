@@ -66,6 +66,9 @@ def test_predict_outputs(mask_rcnn, tmp_path):
 
 
 def _assert_same(p: Prediction, q: Prediction):
+    """Same detections. Same-size images share one forward; the only allowed difference is
+    float rounding of batch-size-dependent oneDNN kernels on these tiny 64-channel maps
+    (~1e-7 on P5/P6; with the real 256-channel R-50 models at 1600x900 the batch is bit-identical)."""
     assert len(p) == len(q)
     assert np.array_equal(p.labels, q.labels)
     assert np.abs(p.boxes - q.boxes).max(initial=0) <= 1e-3
@@ -80,8 +83,9 @@ def _assert_same(p: Prediction, q: Prediction):
 @pytest.mark.parametrize("kind", ["mask", "cascade", "htc"])
 def test_batch_equals_one_at_a_time(kind, mask_rcnn):
     model = mask_rcnn if kind == "mask" else _model(kind)
-    imgs = _images()
-    batched = model.predict(list(imgs), batch_size=3)
+    square = cv2.resize(_images()[0], (400, 400))  # a different padded size: its own group
+    imgs = [_images()[0], square, *_images()[1:]]
+    batched = model.predict(imgs, batch_size=3)
     for img, p in zip(imgs, batched):
         _assert_same(p, model.predict(img)[0])
     if kind == "htc":
