@@ -79,7 +79,7 @@ def table_path(data_root: str | os.PathLike, version: str, table: str) -> Path:
 
 def iter_table(
     path: str | os.PathLike,
-    chunk_bytes: int = 1 << 22,
+    chunk_bytes: int = 1 << 20,
     on_bytes: Optional[Callable[[int], None]] = None,
 ) -> Iterator[tuple[dict, int, int]]:
     """Stream the rows of a table file (a JSON array of objects) without loading the whole file.
