@@ -1,0 +1,34 @@
+"""Atomic output: nothing under the final name unless the write completed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from nuimcli.utils.io import atomic_path, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_and_keeps_normal_permissions(tmp_path):
+    target = tmp_path / "sub" / "out.json"
+    atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    atomic_write_text(target, "x")
+    assert target.read_text() == "x"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
