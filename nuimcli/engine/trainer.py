@@ -283,8 +283,13 @@ class Trainer:
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            import inspect
+
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DDP(self.wrapped, device_ids=ids, broadcast_buffers=False, find_unused_parameters=False)
+            # As mmdet: BN buffers are not re-broadcast from rank 0 at every forward.
+            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                       else {"broadcast_buffers": False})
+            self.wrapped = DDP(self.wrapped, device_ids=ids, find_unused_parameters=False, **no_sync)
 
         if self.world.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def _rank_step(world: World, root: str) -> None:
         model = build_model(preset)
         model.load_state_dict(torch.load(root_p / "init.pt"))
         model.train()
-        ddp = DDP(LossModule(model), broadcast_buffers=False)
+        ddp = DDP(LossModule(model))
         sampler = GroupedBatchSampler(ds.aspect_flags, 1, world.size, world.rank, seed=11)
         batch_items = sampler.batches(0)[0]
         batch = collate([ds[item] for item in batch_items])
