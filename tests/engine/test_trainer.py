@@ -203,6 +203,25 @@ def test_diverging_loss_is_reported(tmp_path):
         Trainer(toy_preset(), opts(tmp_path, ann), model=Nan()).run()
 
 
+def test_val_split_evaluated_after_every_epoch(tmp_path, monkeypatch):
+    import nuimcli.engine.evaluate as ev
+
+    ann = make_set(tmp_path)
+    calls = []
+
+    def fake(model, ann_file, data_root, device="cpu", progress=True, **kw):
+        calls.append((Path(ann_file), model.training))
+        return {"bbox_mAP": 0.25, "segm_mAP": 0.125, "bbox_mAP_s": None}
+
+    monkeypatch.setattr(ev, "evaluate_detector", fake)
+    model = ToyDetector()
+    Trainer(toy_preset(), opts(tmp_path, ann, val_ann=ann), model=model).run()
+    assert len(calls) == 3 and all(c[0] == ann for c in calls) and model.training
+    vals = [json.loads(x) for x in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    vals = [x for x in vals if x["mode"] == "val"]
+    assert [v["epoch"] for v in vals] == [1, 2, 3] and vals[0]["bbox_mAP"] == 0.25
+
+
 def test_unreadable_image_in_a_worker_is_one_line(tmp_path):
     ann = make_set(tmp_path)
     (tmp_path / "img" / "2.jpg").write_bytes(b"not a jpeg")
