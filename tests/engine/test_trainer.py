@@ -313,6 +313,35 @@ def test_real_detector_resume_is_exact(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_pretrained_backbone_and_load_from(tmp_path):
+    """--pretrained loads a local torchvision ResNet file; --load-from skips tensors of another shape."""
+    from torchvision.models import resnet18
+
+    from nuimcli.models.build import build_model
+
+    ann = make_set(tmp_path)
+    torch.manual_seed(1)
+    tv = resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    preset = load_preset("mask-rcnn-r18-tiny")
+    t = Trainer(preset, opts(tmp_path, ann, pretrained=str(tmp_path / "resnet18.pth")), model=build_model(preset))
+    t.setup()
+    assert torch.equal(t.model.backbone.layer3[0].conv1.weight, tv.layer3[0].conv1.weight)
+
+    donor = build_model(preset).state_dict()
+    donor["roi_head.bbox_head.fc_cls.weight"] = torch.zeros(81, donor["roi_head.bbox_head.fc_cls.weight"].shape[1])
+    donor["roi_head.bbox_head.fc_cls.bias"] = torch.zeros(81)
+    torch.save({"state_dict": donor, "meta": {}}, tmp_path / "coco.pth")
+    model = build_model(preset)
+    before = model.roi_head.bbox_head.fc_cls.weight.detach().clone()
+    t = Trainer(preset, opts(tmp_path, ann, load_from=str(tmp_path / "coco.pth")), model=model)
+    t.setup()
+    assert torch.equal(model.roi_head.bbox_head.fc_cls.weight, before)  # 81 vs 11 rows: skipped
+    assert torch.equal(model.roi_head.bbox_head.shared_fcs[0].weight, donor["roi_head.bbox_head.shared_fcs.0.weight"])
+    with pytest.raises(UserError, match="not found"):
+        Trainer(preset, opts(tmp_path, ann, load_from=str(tmp_path / "nope.pth")), model=build_model(preset)).setup()
+
+
 # --------------------------------------------------------------------------- real learning
 
 
