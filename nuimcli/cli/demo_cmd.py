@@ -84,8 +84,8 @@ def demo_cmd(
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
-#: Iterations of the demo's training step (2 epochs of the 24-image demo set at batch 2).
-DEMO_TRAIN_ITERS = 24
+#: Iterations of the demo's training step (1.5 epochs of the 24-image demo set at batch 2).
+DEMO_TRAIN_ITERS = 18
 
 
 def step_train(ctx: DemoContext) -> Any:
