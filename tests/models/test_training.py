@@ -117,7 +117,7 @@ def test_rpn_loss_with_zero_logits_is_ln2():
     # Every sampled anchor (positive or negative) contributes log(2); the mean is log(2).
     assert float(losses["loss_rpn_cls"].detach()) == pytest.approx(math.log(2), abs=1e-6)
     # Zero deltas: the L1 loss is the mean |target| over the samples, positive but small.
-    assert 0 < float(losses["loss_rpn_bbox"]) < 1
+    assert 0 < float(losses["loss_rpn_bbox"].detach()) < 1
 
 
 def test_semantic_loss_ignores_label_zero():
