@@ -32,3 +32,23 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_resolve_device():
+    from nuimcli.errors import UserError
+    from nuimcli.utils.device import resolve_device
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError, match="expected auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+
+
+def test_cli_start_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from nuimcli.cli import _register_commands; _register_commands(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

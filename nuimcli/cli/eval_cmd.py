@@ -13,33 +13,8 @@ from rich.table import Table
 
 from nuimcli.cli import app
 from nuimcli.errors import UserError
+from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console
-
-
-def _default_device() -> str:
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except Exception:
-        return "cpu"
-
-
-def check_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` that exists here; otherwise a :class:`UserError`."""
-    import torch
-
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-        if ":" in device:
-            idx = device.split(":", 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
-                raise UserError(f"--device {device}: no such CUDA device ({torch.cuda.device_count()} visible)")
-        return device
-    raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -98,7 +73,7 @@ def eval_cmd(
                                           "like raw COCOeval and the published table (the annotation with id 0 "
                                           "can then never match)."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
-    device: str = typer.Option(_default_device(), "--device", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option(AUTO, "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
 ) -> None:
@@ -151,7 +126,7 @@ def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Pat
     from nuimcli.engine.distributed import cleanup, init, world_from_env
     from nuimcli.engine.evaluate import evaluate_model
 
-    device = check_device(device)
+    device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)

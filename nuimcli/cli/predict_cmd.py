@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nuimcli.cli import app
-from nuimcli.cli.eval_cmd import _default_device, check_device
+from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.errors import PartialFailure, UserError
 from nuimcli.utils.progress import err_console
 
@@ -112,7 +112,7 @@ def predict_cmd(
     out: Path = typer.Option(Path("predictions"), "--out", help="Folder for <stem>.jpg and <stem>.json."),
     score_thr: float = typer.Option(0.3, "--score-thr", min=0.0, max=1.0, help="Draw and write detections "
                                     "scoring at least this."),
-    device: str = typer.Option(_default_device(), "--device", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option(AUTO, "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
     show_semantic: bool = typer.Option(False, "--show-semantic", help="Also paint HTC's semantic map "
                                        "(presets with a semantic head)."),
@@ -127,7 +127,7 @@ def predict_cmd(
     import nuimcli
     from nuimcli.engine.predict import expand_inputs, predict_files
 
-    device = check_device(device)
+    device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     files, _ = expand_inputs(inputs)

@@ -9,16 +9,8 @@ import typer
 
 from nuimcli.cli import app
 from nuimcli.errors import UserError
+from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:
-        return False
 
 
 @app.command("train")
@@ -43,7 +35,7 @@ def train_cmd(
                                              "downloading preset.init.pretrained_url."),
     gpus: int = typer.Option(1, "--gpus", min=1, help="Processes on this machine (one per GPU; with --device cpu, "
                              "CPU processes with gloo). Under torchrun the environment decides."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option(AUTO, "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and sampling."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads per process."),
@@ -62,6 +54,7 @@ def train_cmd(
     from nuimcli.presets import load_preset
 
     p = load_preset(preset, overrides or [])
+    device = resolve_device(device)
     opts = TrainOptions(
         work_dir=work_dir or Path("work_dirs") / p.name,
         data_root=data_root, train_ann=train_ann, val_ann=val_ann, semantic_root=semantic_root,
