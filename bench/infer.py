@@ -3,16 +3,19 @@
 Baseline: ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None,
 weights_backbone=None, num_classes=11, min_size=900, max_size=1600)`` on the same image, with
 the same thread count, measured in the same run. Both sides get seeded random weights with BN
-statistics calibrated on the image (bench/_model_init.py) so they produce realistic numbers of
-proposals and detections; both are timed from a decoded image in memory to final outputs at
-the original size (boxes, scores, labels, masks).
+statistics and head scales calibrated on the image (bench/_model_init.py), so they produce
+realistic numbers of proposals and detections; both are timed from a decoded BGR image in memory
+to final outputs at the original size (boxes, scores, labels, masks).
 
-Each measurement runs in a fresh subprocess so its peak RSS is its own.
+Latency and batch-2 throughput are measured in one process with the models interleaved round by
+round (so load from other processes hits every model alike); peak RSS is measured per model in
+a fresh subprocess (one single-image and one batch-2 prediction).
 
     /work/venv/bin/python bench/infer.py                       # R-50 Mask R-CNN vs torchvision, + cascade, HTC
-    /work/venv/bin/python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x
+    /work/venv/bin/python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:cl
 
-Target (issue 4): mask-rcnn-r50-1x latency / torchvision latency <= 1.0.
+A preset name with ``:cl`` runs the backbone channels-last (``model.backbone.channels_last = True``:
+faster on CPU, equal to float rounding); ``:nchw`` forces the default NCHW. Target (issue 4): mask-rcnn-r50-1x latency / torchvision latency <= 1.0.
 """
 
 from __future__ import annotations
@@ -25,21 +28,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "torchvision-maskrcnn_resnet50_fpn"
 
 
-def _worker(name: str, width: int, height: int, threads: int, repeat: int, seed: int) -> dict:
+def _make_runner(name: str, img, seed: int) -> Callable[[list], list[int]]:
+    """Build + randomise + calibrate one model; return ``run(list_of_bgr_images) -> detections per image``."""
     import numpy as np
     import torch
 
     sys.path.insert(0, str(HERE))
-    from _model_init import calibrate_bn, randomize, synthetic_image
+    from _model_init import calibrate_bn, calibrate_heads, randomize
 
-    torch.set_num_threads(threads)
-    img = synthetic_image(width, height, seed)
-    img2 = np.ascontiguousarray(img[:, ::-1])  # a second, different image for batch 2
     torch.manual_seed(seed)
     if name == BASELINE:
         from torchvision.models.detection import maskrcnn_resnet50_fpn
@@ -47,57 +49,62 @@ def _worker(name: str, width: int, height: int, threads: int, repeat: int, seed:
         model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=11, min_size=900, max_size=1600).eval()
         randomize(model, seed)
 
-        def to_input(a):
+        def to_input(a):  # torchvision takes RGB float in [0, 1]
             return torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))).float().div_(255)
 
         with torch.no_grad():
             images, _ = model.transform([to_input(img)])
             calibrate_bn(model.backbone.body, images.tensors)
+            calibrate_heads(model, lambda: model([to_input(img)]))
 
         def run(batch):
             with torch.no_grad():
                 out = model([to_input(a) for a in batch])
             return [len(o["boxes"]) for o in out]
 
-    else:
-        from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor
-        from nuimcli.models.build import build_model
-        from nuimcli.presets import load_preset
+        return run
 
-        preset = load_preset(name)
-        model = build_model(preset).eval()
-        randomize(model, seed)
-        d = preset.data
-        resized, _ = resize_keep_ratio(img, d.test_scale)
-        calibrate_bn(model.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))], d.size_divisor))
+    from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor
+    from nuimcli.models.build import build_model
+    from nuimcli.presets import load_preset
 
-        def run(batch):
-            with torch.no_grad():
-                out = model.predict(list(batch), batch_size=len(batch))
-            return [len(p.scores) for p in out]
+    preset_name, _, variant = name.partition(":")
+    preset = load_preset(preset_name)
+    model = build_model(preset).eval()
+    if variant:
+        model.backbone.channels_last = {"nchw": False, "cl": True}[variant]
+    randomize(model, seed)
+    d = preset.data
+    resized, _ = resize_keep_ratio(img, d.test_scale)
+    calibrate_bn(model.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))], d.size_divisor))
+    calibrate_heads(model, lambda: model.predict([img]))
 
-    run([img])  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        dets = run([img])
-        times.append(time.perf_counter() - t0)
+    def run(batch):
+        out = model.predict(list(batch), batch_size=len(batch))
+        return [len(p.scores) for p in out]
+
+    return run
+
+
+def _images(width: int, height: int, seed: int):
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from _model_init import synthetic_image
+
+    img = synthetic_image(width, height, seed)
+    return img, np.ascontiguousarray(img[:, ::-1])  # a second, different image for batch 2
+
+
+def _rss_worker(name: str, args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    img, img2 = _images(args.width, args.height, args.seed)
+    run = _make_runner(name, img, args.seed)
+    run([img])
     run([img, img2])
-    t2 = []
-    for _ in range(max(1, repeat // 2)):
-        t0 = time.perf_counter()
-        dets2 = run([img, img2])
-        t2.append(time.perf_counter() - t0)
-    return dict(
-        name=name,
-        latency_s=statistics.median(times),
-        latency_min_s=min(times),
-        batch2_img_per_s=2 / statistics.median(t2),
-        detections=dets[0],
-        detections_batch2=dets2,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        threads=threads,
-    )
+    return dict(name=name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main() -> None:
@@ -106,40 +113,77 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds (each: every model, batch 1 then batch 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-rss", action="store_true", help="skip the per-model peak-RSS subprocesses")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    ap.add_argument("--_rss", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    import torch
+
     if args.threads is None:
-        import torch
-
         args.threads = torch.get_num_threads()
-    if args._worker:
-        print(json.dumps(_worker(args._worker, args.width, args.height, args.threads, args.repeat, args.seed)))
+    if args._rss:
+        print(json.dumps(_rss_worker(args._rss, args)))
         return
+    torch.set_num_threads(args.threads)
 
-    results = {}
-    for name in [BASELINE] + list(args.presets):
-        cmd = [sys.executable, __file__, "--_worker", name, "--width", str(args.width), "--height", str(args.height),
-               "--threads", str(args.threads), "--repeat", str(args.repeat), "--seed", str(args.seed)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"{name}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"measured {name}", file=sys.stderr, flush=True)
+    names = [BASELINE] + list(args.presets)
+    img, img2 = _images(args.width, args.height, args.seed)
+    runners = {}
+    for n in names:
+        runners[n] = _make_runner(n, img, args.seed)
+        runners[n]([img])  # warm-up (allocator, oneDNN primitives)
+        runners[n]([img, img2])
+        print(f"built {n}", file=sys.stderr, flush=True)
+    single: dict[str, list[float]] = {n: [] for n in names}
+    batch2: dict[str, list[float]] = {n: [] for n in names}
+    dets: dict[str, list[int]] = {}
+    for r in range(args.repeat):
+        for n in names:
+            t0 = time.perf_counter()
+            dets[n] = runners[n]([img])
+            single[n].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            runners[n]([img, img2])
+            batch2[n].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{args.repeat} done", file=sys.stderr, flush=True)
 
-    base = results.get(BASELINE)
-    print(f"\nCPU inference, {args.width}x{args.height} image, {args.threads} threads, median of {args.repeat}")
-    print(f"{'model':38s} {'latency s':>10s} {'vs tv':>7s} {'batch-2 img/s':>14s} {'vs tv':>7s} {'peak RSS MB':>12s} {'dets':>5s}")
-    for name, r in results.items():
-        ratio = r["latency_s"] / base["latency_s"] if base else float("nan")
-        tratio = r["batch2_img_per_s"] / base["batch2_img_per_s"] if base else float("nan")
-        print(f"{name:38s} {r['latency_s']:10.3f} {ratio:7.2f} {r['batch2_img_per_s']:14.3f} {tratio:7.2f} {r['peak_rss_mb']:12.0f} {r['detections']:5d}")
-    print("(latency ratio = ours / torchvision: <= 1.0 means ours is no slower; throughput ratio > 1 = ours faster)")
+    rss = {}
+    if not args.no_rss:
+        for n in names:
+            cmd = [sys.executable, __file__, "--_rss", n, "--width", str(args.width), "--height", str(args.height),
+                   "--threads", str(args.threads), "--seed", str(args.seed)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode == 0:
+                rss[n] = json.loads(r.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+            else:
+                print(f"{n}: RSS worker failed\n{r.stderr[-1500:]}", file=sys.stderr)
+
+    results = {
+        n: dict(
+            latency_median_s=statistics.median(single[n]),
+            latency_min_s=min(single[n]),
+            batch2_img_per_s=2 / statistics.median(batch2[n]),
+            batch2_best_img_per_s=2 / min(batch2[n]),
+            detections=dets[n][0],
+            peak_rss_mb=rss.get(n),
+        )
+        for n in names
+    }
+    base = results[BASELINE]
+    print(f"\nCPU inference, {args.width}x{args.height} image, {args.threads} threads, {args.repeat} interleaved rounds")
+    print(f"{'model':34s} {'median s':>9s} {'ratio':>6s} {'best s':>7s} {'ratio':>6s} {'b2 img/s':>9s} {'ratio':>6s} {'RSS MB':>7s} {'dets':>5s}")
+    for n, r in results.items():
+        rss_txt = f"{r['peak_rss_mb']:7.0f}" if r["peak_rss_mb"] else "      -"
+        print(
+            f"{n:34s} {r['latency_median_s']:9.3f} {r['latency_median_s'] / base['latency_median_s']:6.2f}"
+            f" {r['latency_min_s']:7.3f} {r['latency_min_s'] / base['latency_min_s']:6.2f}"
+            f" {r['batch2_img_per_s']:9.3f} {r['batch2_img_per_s'] / base['batch2_img_per_s']:6.2f} {rss_txt} {r['detections']:5d}"
+        )
+    print("latency ratio = ours / torchvision (<= 1.0: ours no slower); batch-2 ratio = ours / torchvision images/s (> 1: ours faster)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(dict(args=vars(args) | {"json": str(args.json)}, results=results), indent=1))
 
 
 if __name__ == "__main__":

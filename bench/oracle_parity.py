@@ -168,7 +168,7 @@ def same_input_check(model, preset, img: np.ndarray, arch: str, ckpt: Path, args
         raise RuntimeError(f"oracle side failed:\n{r.stderr[-3000:]}")
     theirs = dict(np.load(out))
     cl = model.backbone.channels_last
-    model.backbone.channels_last = False  # NCHW like mmdet: bit-identical features
+    model.backbone.channels_last = args.same_input_layout == "channels-last"  # NCHW = mmdet's layout
     with torch.no_grad():
         feats = model.extract_feat(batch)
         model.backbone.channels_last = cl
@@ -208,8 +208,8 @@ def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, a
     preset = load_preset(preset_name, args.set or None)
     torch.manual_seed(args.seed)
     model = build(preset, args.features_only)
-    if args.nchw:
-        model.backbone.channels_last = False
+    if args.channels_last:
+        model.backbone.channels_last = True
     randomize(model, seed=args.seed, dcn_offset_std=args.dcn_offset_std)
     x = preprocess(img, preset)
     calibrate_bn(model.backbone, x)
@@ -248,9 +248,11 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", help="preset overrides key=value (applied to every arch)")
     ap.add_argument("--dcn-offset-std", type=float, default=0.002,
                     help="std of the random DCN offset-conv weights (large values make a random net chaotic)")
-    ap.add_argument("--nchw", action="store_true", help="run our backbone in NCHW (as mmdet) instead of channels-last on CPU")
+    ap.add_argument("--channels-last", action="store_true", help="run our backbone channels-last (faster on CPU, not bit-exact)")
     ap.add_argument("--same-input", action="store_true",
                     help="also run both models from the identical normalised tensor (isolates the model from preprocessing)")
+    ap.add_argument("--same-input-layout", choices=["nchw", "channels-last"], default="nchw",
+                    help="memory format of our backbone in --same-input (nchw = mmdet's)")
     ap.add_argument("--features-only", action="store_true", help="compare backbone/FPN features only")
     ap.add_argument("--oracle-python", type=Path, default=DEFAULT_ORACLE)
     ap.add_argument("--work", type=Path, help="keep checkpoints/outputs here (default: a temp dir)")

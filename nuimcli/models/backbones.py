@@ -219,11 +219,12 @@ class ResNet(nn.Module):
         zero_init_residual: start the last BN of each block at 0 (only matters without
             pretrained weights).
         out_indices: which stages (0..3) to return.
-        channels_last: run the convolutions in channels-last memory format (``None`` = for
-            CPU inference under ``torch.no_grad()``, where oneDNN is ~1.5x faster with it;
-            results equal to float rounding). The
-            outputs (and so the FPN's) are then channels-last tensors: call ``.contiguous()``
-            before ops that prefer NCHW (e.g. ``roi_align`` on CPU).
+        channels_last: run the convolutions in channels-last memory format. ``False``
+            (default): NCHW, bit-identical to mmdet on CPU. ``True``: channels-last (on CPU,
+            oneDNN runs backbone + FPN ~1.4x faster; results then differ from mmdet's by float
+            rounding). ``None``: channels-last for CPU inference under ``torch.no_grad()`` only
+            (oneDNN re-plans channels-last backward passes for every new input shape). The
+            outputs (and so the FPN's) follow the chosen format.
 
     ``forward(x [B,3,H,W]) -> tuple`` of C2..C5 tensors with ``out_channels`` channels
     (256, 512, 1024, 2048 for Bottleneck; 64..512 for BasicBlock).
@@ -242,7 +243,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = True,
         in_channels: int = 3,
         out_indices: Sequence[int] = (0, 1, 2, 3),
-        channels_last: bool | None = None,
+        channels_last: bool | None = False,
     ) -> None:
         super().__init__()
         if depth not in ARCH_SETTINGS:
@@ -355,8 +356,6 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B, 3, H, W] -> (C2 [B,c0,H/4,W/4], C3 [../8], C4 [../16], C5 [../32]) for the selected out_indices."""
         if self.channels_last is None:
-            # Inference on CPU only: oneDNN re-plans for every new shape in channels-last
-            # backward passes, which multi-scale training would pay on each batch.
             use_cl = x.device.type == "cpu" and not torch.is_grad_enabled()
         else:
             use_cl = self.channels_last

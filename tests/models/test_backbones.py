@@ -268,3 +268,12 @@ def test_channels_last_inference_matches_nchw():
     assert a[0].is_contiguous(memory_format=torch.channels_last) and b[0].is_contiguous()
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_default_layout_is_nchw_and_auto_is_inference_only():
+    net = ResNet(depth=18).eval()
+    with torch.no_grad():
+        assert net(_x(1))[0].is_contiguous()  # default: NCHW, mmdet's layout (bit-exact)
+        net.channels_last = None
+        assert net(_x(1))[0].is_contiguous(memory_format=torch.channels_last)
+    assert net(_x(1))[0].is_contiguous()  # auto: never with autograd on
