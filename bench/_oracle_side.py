@@ -6,6 +6,11 @@ dumps RPN proposals and final detections (boxes, scores, labels, binary masks) t
 bench/oracle_parity.py --same-input can compare the models without any preprocessing noise.
 
     ORACLE_PY bench/_oracle_side.py ARCH CKPT INPUT.npy META.json OUT.npz
+    ORACLE_PY bench/_oracle_side.py --preprocess IMAGE CFG.json OUT.npy
+
+``--preprocess`` applies mmcv's own ``imrescale`` (keep ratio, bilinear) + ``imnormalize`` (the
+functions mmdet 2.x's Resize/Normalize call) + zero padding to a multiple of 32, for comparing
+with nuimcli's preprocessing bit for bit.
 """
 
 import json
@@ -19,7 +24,26 @@ import nuim_configs as C  # noqa: E402
 from predict import htc_merge_like_mmdet2  # noqa: E402
 
 
+def preprocess() -> None:
+    import cv2
+    import mmcv
+
+    image, cfg_path, out = sys.argv[2:5]
+    cfg = json.loads(open(cfg_path).read())
+    img = cv2.imread(image, cv2.IMREAD_COLOR)
+    img = mmcv.imrescale(img, tuple(cfg["test_scale"]), interpolation="bilinear")
+    img = mmcv.imnormalize(img, np.array(cfg["mean"], np.float32), np.array(cfg["std"], np.float32), cfg["to_rgb"])
+    h, w = img.shape[:2]
+    d = cfg["size_divisor"]
+    ph, pw = -(-h // d) * d, -(-w // d) * d
+    padded = np.zeros((ph, pw, 3), np.float32)
+    padded[:h, :w] = img
+    np.save(out, padded.transpose(2, 0, 1)[None])
+
+
 def main() -> None:
+    if sys.argv[1] == "--preprocess":
+        return preprocess()
     arch, ckpt, inp, meta_path, out = sys.argv[1:6]
     from mmdet.apis import init_detector
     from mmdet.structures import DetDataSample

@@ -153,6 +153,26 @@ def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
     )
 
 
+def preprocessing_check(model, preset, img: np.ndarray, image_path: Path, args, work: Path) -> float:
+    """Max abs difference between our preprocessing and mmcv's imrescale + imnormalize + pad."""
+    d = preset.data
+    cfg = work / "preprocess.json"
+    cfg.write_text(json.dumps(dict(test_scale=list(d.test_scale), mean=list(d.mean), std=list(d.std),
+                                   to_rgb=d.to_rgb, size_divisor=d.size_divisor)))
+    out = work / "preprocess.npy"
+    cmd = [str(args.oracle_python), str(Path(__file__).resolve().parent / "_oracle_side.py"), "--preprocess",
+           str(image_path), str(cfg), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"oracle preprocessing failed:\n{r.stderr[-3000:]}")
+    theirs = np.load(out)
+    x, _ = model.preprocess(img)
+    ours = pad_batch([x], d.size_divisor).numpy()
+    if ours.shape != theirs.shape:
+        return float("inf")
+    return float(np.abs(ours - theirs).max())
+
+
 def same_input_check(model, preset, img: np.ndarray, arch: str, ckpt: Path, args, work: Path) -> dict:
     """Both models from the *same* normalised tensor (no preprocessing noise): proposals + detections."""
     x, meta = model.preprocess(img)
@@ -227,6 +247,7 @@ def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, a
     ours_feats = {f"backbone.{i}": t for i, t in enumerate(c)} | {f"neck.{i}": t for i, t in enumerate(p)}
     res: dict = dict(arch=arch, preset=preset_name, oracle_s=round(t_oracle, 1), features=compare_features(ours_feats, theirs_feats))
     if args.same_input and not args.features_only:
+        res["preprocess_vs_mmcv_max_abs"] = preprocessing_check(model, preset, img, image_path, args, work)
         res["same_input"] = same_input_check(model, preset, img, arch, ckpt, args, work)
     if not args.features_only:
         t0 = time.perf_counter()
@@ -295,6 +316,7 @@ def main() -> None:
         if "same_input" in r:
             si = r["same_input"]
             d = si["detections"]
+            print(f"    preprocessing vs mmcv imrescale+imnormalize+pad: max abs {r['preprocess_vs_mmcv_max_abs']:.1e}")
             print(f"    same input: proposals ours {si['proposals_ours']} mmdet {si['proposals_theirs']} max abs {si['proposals_max_abs']:.2e} score {si['proposals_max_score']:.2e}"
                   f" | dets matched {d['matched']}/{d['theirs']} max box {d['max_box_px']:.2e}px score {d['max_score']:.2e}"
                   f" min mask IoU {d['min_mask_iou']:.4f}")
