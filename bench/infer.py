@@ -104,7 +104,19 @@ def _rss_worker(name: str, args) -> dict:
     run = _make_runner(name, img, args.seed)
     run([img])
     run([img, img2])
-    return dict(name=name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return dict(name=name, peak_rss_mb=_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss over exec from the
+    parent, which here holds every model."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
