@@ -357,6 +357,12 @@ def load_detector(
     """
     from nuimcli.models.build import build_model
 
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"device {device!r}: {_first_line(e)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: CUDA is not available on this machine (use device='cpu')")
     path = Path(name_or_path)
     looks_like_path = path.suffix in (".pth", ".pt", ".ckpt") or os.sep in str(name_or_path)
     if not path.exists() and looks_like_path:
@@ -369,4 +375,4 @@ def load_detector(
     preset = preset_for_checkpoint(path, preset_name, checkpoint=ckpt)
     model = build_model(preset)
     load_state_dict_strict(model, ckpt["state_dict"], preset.name, source=str(path))
-    return model.to(device).eval()
+    return model.to(dev).eval()

@@ -200,3 +200,11 @@ def test_import_nuimcli_does_not_import_torch():
     code = "import sys, nuimcli; assert callable(nuimcli.load); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_bad_device_is_a_user_error(tiny_ckpt):
+    with pytest.raises(UserError, match="device"):
+        nuimcli.load(tiny_ckpt[0], device="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            nuimcli.load(tiny_ckpt[0], device="cuda")
