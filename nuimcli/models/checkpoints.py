@@ -352,8 +352,8 @@ def load_detector(
 ) -> "Detector":
     """Build the model a checkpoint needs, load it strictly, put it in eval mode on ``device``.
 
-    ``name_or_path``: a checkpoint file, or a zoo name (a preset with a released file, fetched
-    and verified by :func:`nuimcli.zoo.resolve_checkpoint`).
+    ``name_or_path``: a checkpoint file, a zoo name (a preset with a released file, fetched
+    and verified by :func:`nuimcli.zoo.resolve_checkpoint`; that preset is used) or a URL.
     """
     from nuimcli.models.build import build_model
 
@@ -363,14 +363,17 @@ def load_detector(
         raise UserError(f"device {device!r}: {_first_line(e)}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r}: CUDA is not available on this machine (use device='cpu')")
-    path = Path(name_or_path)
-    looks_like_path = path.suffix in (".pth", ".pt", ".ckpt") or os.sep in str(name_or_path)
-    if not path.exists() and looks_like_path:
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    is_url = "://" in text
+    if not path.exists() and not is_url and (path.suffix in (".pth", ".pt", ".ckpt") or os.sep in text):
         raise UserError(f"{path}: no such checkpoint file")
     if not path.exists():
         from nuimcli.zoo import resolve_checkpoint
 
-        path = Path(resolve_checkpoint(str(name_or_path)))
+        path = Path(resolve_checkpoint(text))  # zoo name or URL: downloaded and hash-checked
+        if preset_name is None and text in list_presets():
+            preset_name = text
     ckpt = load_checkpoint(path)
     preset = preset_for_checkpoint(path, preset_name, checkpoint=ckpt)
     model = build_model(preset)

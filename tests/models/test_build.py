@@ -208,3 +208,22 @@ def test_bad_device_is_a_user_error(tiny_ckpt):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             nuimcli.load(tiny_ckpt[0], device="cuda")
+
+
+def test_zoo_name_resolves_through_the_zoo_and_names_the_preset(tiny_ckpt, monkeypatch):
+    import nuimcli.zoo
+    from nuimcli.models import checkpoints as ck
+
+    calls = []
+
+    def fake_resolve(name, *a, **k):
+        calls.append(name)
+        return tiny_ckpt[0]
+
+    def no_hash(path):
+        raise AssertionError("a zoo file's preset is known; no hashing needed")
+
+    monkeypatch.setattr(nuimcli.zoo, "resolve_checkpoint", fake_resolve)
+    monkeypatch.setattr(ck, "file_hash8", no_hash)
+    model = nuimcli.load("mask-rcnn-r18-tiny")
+    assert calls == ["mask-rcnn-r18-tiny"] and model.preset.name == "mask-rcnn-r18-tiny"
