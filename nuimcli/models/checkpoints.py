@@ -99,7 +99,8 @@ def normalise_state_dict(state_dict: Mapping[str, Any]) -> "OrderedDict[str, tor
 
 
 def load_checkpoint(path_or_dict: PathOrDict, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read an mmdet checkpoint (or a bare state dict) into ``{'state_dict', 'meta', ...}``.
+    """Read an mmdet checkpoint (or a bare state dict, or a ``{'model': ...}`` training file)
+    into ``{'state_dict', 'meta', ...}``.
 
     ``state_dict`` is normalised (:func:`normalise_state_dict`); ``meta`` is ``{}`` when the file
     has none. Other top-level entries (``optimizer``, training state) are passed through
@@ -118,6 +119,10 @@ def load_checkpoint(path_or_dict: PathOrDict, map_location: Any = "cpu") -> dict
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         raw_sd = ckpt["state_dict"]
         rest = {k: v for k, v in ckpt.items() if k not in ("state_dict", "meta")}
+        meta = ckpt.get("meta") or {}
+    elif isinstance(ckpt.get("model"), Mapping):  # torchvision / detectron2 training-script files
+        raw_sd = ckpt["model"]
+        rest = {k: v for k, v in ckpt.items() if k not in ("model", "meta")}
         meta = ckpt.get("meta") or {}
     elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raw_sd, rest, meta = ckpt, {}, {}

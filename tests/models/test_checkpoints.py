@@ -66,6 +66,13 @@ def test_reads_bare_state_dict_and_strips_module_prefix(tmp_path):
     assert list(c["state_dict"]) == list(m.state_dict()) and c["meta"] == {}
 
 
+def test_reads_model_wrapper_of_training_scripts(tmp_path):
+    m = Tiny()
+    torch.save({"model": m.state_dict(), "epoch": 5}, tmp_path / "tv.pth")
+    c = load_checkpoint(tmp_path / "tv.pth")
+    assert list(c["state_dict"]) == list(m.state_dict()) and c["epoch"] == 5
+
+
 def test_renames_old_dcn_offset_keys():
     sd = {"backbone.layer2.0.conv2_offset.weight": torch.zeros(18, 4, 3, 3), "backbone.layer2.0.conv2_offset.bias": torch.zeros(18)}
     keys = list(load_checkpoint({"state_dict": sd})["state_dict"])
