@@ -1,20 +1,26 @@
 """DEV-ONLY parity check against real mmdet (the oracle in ../shared/oracle). Not a test, not shipped.
 
 For each architecture (one preset per distinct state-dict manifest): build our model, draw
-seeded random weights with BN statistics calibrated on the image (bench/_model_init.py), save it
-with our ``save_checkpoint`` (mmdet format), run the oracle's ``predict.py`` (mmdet 3.3.0 in its
-own venv, with mmdet 2.x's HTC mask merge) on the same image, and compare:
+seeded random weights with BN statistics and head scales calibrated on the image
+(bench/_model_init.py), save it with our ``save_checkpoint`` (mmdet format), run the oracle's
+``predict.py`` (mmdet 3.3.0 in its own venv, with mmdet 2.x's HTC mask merge) on the same image,
+and compare:
 
 * backbone C2..C5 and FPN P2..P6 features (max abs difference, relative to the tensor's max);
-* detections: one-to-one matching of the top-100 (same label, greedy by score), max box
-  difference (px), max score difference, min mask IoU; unmatched counts on each side.
+* detections end to end (each side its own preprocessing): one-to-one matching of the top-100
+  (same label, greedy by score), max box difference (px), max score difference, min mask IoU;
+* with ``--same-input``: our preprocessing vs mmcv's ``imrescale`` + ``imnormalize`` + pad (what
+  mmdet 2.x's test pipeline calls), then both models run from *our* normalised tensor
+  (bench/_oracle_side.py in the oracle venv): RPN proposals and final detections. This isolates
+  the model from preprocessing differences (mmdet 3.3 normalises in torch, 2.x with mmcv).
 
 Targets (issue 4): boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99, all matched.
 
-    /work/venv/bin/python bench/oracle_parity.py                    # all 10 architectures
-    /work/venv/bin/python bench/oracle_parity.py --arch mask-rcnn_r50_fpn_1x_nuim --width 800 --height 450
-    /work/venv/bin/python bench/oracle_parity.py --features-only     # backbone + FPN only
+    /work/venv/bin/python bench/oracle_parity.py --same-input          # all 10 architectures, 1600x900
+    /work/venv/bin/python bench/oracle_parity.py --same-input --arch mask-rcnn_r50_fpn_1x_nuim --width 1000 --height 700
+    /work/venv/bin/python bench/oracle_parity.py --features-only       # backbone + FPN only
 
+Needs the oracle venv (``bash /work/shared/oracle/setup.sh``; ``--oracle-python`` to point at it).
 The project never imports mmdet; this script only runs the oracle as a subprocess.
 """
 
