@@ -75,13 +75,15 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float], to_r
 
     Returns:
         float32 HxWx3 array ``(img - mean) / std`` (computed as ``(img - mean) * (1 / std)``
-        with float64 constants, which is what mmcv does).
+        with float64 constants widened from float32, which is what mmdet 2.x + mmcv do).
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise UserError(f"image of shape {tuple(img.shape)}: expected H x W x 3")
     out = img.astype(np.float32)  # always a copy
-    mean64 = np.asarray(mean, dtype=np.float64).reshape(1, -1)
-    stdinv = 1.0 / np.asarray(std, dtype=np.float64).reshape(1, -1)
+    # mmdet 2.x stores mean/std as float32 before mmcv widens them to float64; going through
+    # float32 here too keeps 1/std identical to the last bit (58.395 is not exact in float32).
+    mean64 = np.asarray(mean, dtype=np.float32).astype(np.float64).reshape(1, -1)
+    stdinv = 1.0 / np.asarray(std, dtype=np.float32).astype(np.float64).reshape(1, -1)
     if to_rgb:
         cv2.cvtColor(out, cv2.COLOR_BGR2RGB, out)
     cv2.subtract(out, mean64, out)

@@ -49,6 +49,16 @@ def test_normalize_pytorch_and_caffe_style():
         normalize(np.zeros((4, 4), np.uint8), [0, 0, 0], [1, 1, 1], True)
 
 
+def test_normalize_matches_mmdet2_to_the_last_bit():
+    # mmdet 2.x keeps mean/std as float32 and mmcv widens them to float64: for R = 6 this gives
+    # -2.0151556 where pure float64 constants give -2.0151553 (one ulp apart).
+    img = np.zeros((1, 1, 3), np.uint8)
+    img[0, 0] = (11, 7, 6)  # B, G, R
+    out = normalize(img, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375], to_rgb=True)
+    assert out[0, 0].tolist() == [np.float32(-2.0151556), np.float32(-1.9131653),
+                                  np.float32(-1.6127232)]
+
+
 def test_pad_batch_bottom_right_to_multiple():
     a = torch.ones(3, 33, 40)
     b = torch.full((3, 20, 70), 2.0)
