@@ -98,7 +98,15 @@ def _worker(name: str, root: str, width: int, height: int, threads: int, steps: 
         from nuimcli.data.dataset import build_train_dataset
 
         ds = build_train_dataset(root_p / "annotations" / "nuimages_v1.0-train.json", root_p, preset)
+        from nuimcli.models.build import build_backbone
+
         body = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+        # Same starting backbone as ours (mmdet init: zero-initialised last BN of each block). With
+        # torchvision's own init and identity FrozenBN the activations explode, the loss is NaN by
+        # the third step and almost no RoIs survive, which would make the baseline look cheap.
+        start = build_backbone(preset.model.backbone).state_dict()
+        body.load_state_dict({k: v for k, v in start.items() if not k.endswith("num_batches_tracked")},
+                             strict=False)
         model = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=11, min_size=min(width, height),
                          max_size=max(width, height))
         model.train()
@@ -117,6 +125,8 @@ def _worker(name: str, root: str, width: int, height: int, threads: int, steps: 
             t1 = time.perf_counter()
             losses = model([x for x, _ in b], [t for _, t in b])
             total = sum(losses.values())
+            if not torch.isfinite(total):
+                raise SystemExit(f"baseline loss is {float(total)} at step {i}: the comparison would be meaningless")
             opt.zero_grad()
             total.backward()
             opt.step()
