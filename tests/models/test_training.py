@@ -128,10 +128,10 @@ def test_semantic_loss_ignores_label_zero():
     batch = _batch(preset)
     batch["gt_semantic_seg"].zero_()
     losses = model.loss(batch)
-    assert float(losses["loss_semantic_seg"]) == 0.0
+    assert float(losses["loss_semantic_seg"].detach()) == 0.0
     batch = _batch(preset)
     losses = model.loss(batch)
-    assert float(losses["loss_semantic_seg"]) > 0.0
+    assert float(losses["loss_semantic_seg"].detach()) > 0.0
 
 
 def _sampling(pos_boxes, neg_boxes, pos_is_gt, gt_inds, labels):
