@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nuimcli.cli import app
-from nuimcli.utils.progress import err_console, make_progress
+from nuimcli.utils.progress import err_console, make_progress, stdout_console
 
 
 class RichConvertProgress:
@@ -116,7 +115,7 @@ def convert_cmd(
     if json_out:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
         return
-    out = Console()
+    out = stdout_console()
     out.print(summary_table(summaries))
     for s in summaries:
         out.print(f"{s.version}: [bold]{s.json_path}[/]  (semantic PNGs in {s.semantic_dir})", highlight=False)

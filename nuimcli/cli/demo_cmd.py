@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
-from rich.console import Console
 
 from nuimcli.cli import app
-from nuimcli.utils.progress import err_console
+from nuimcli.utils.progress import err_console, stdout_console
 
 DEMO_VERSIONS = ("v1.0-train", "v1.0-val")
 
@@ -78,7 +77,7 @@ def demo_cmd(
         err_console.print(f"[bold]demo:[/] {name} …")
         ctx.results[name] = step(ctx)
         err_console.print(f"[bold]demo:[/] {name} done in {time.perf_counter() - t0:.1f} s")
-    console = Console()
+    console = stdout_console()
     console.print("[bold]nuim demo finished.[/] Outputs:")
     for line in ctx.lines:
         console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 from nuimcli.cli import app
 from nuimcli.errors import UserError
 from nuimcli.utils.device import AUTO, resolve_device
-from nuimcli.utils.progress import err_console
+from nuimcli.utils.progress import err_console, stdout_console
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -113,7 +113,7 @@ def eval_cmd(
     if json_out:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:
-        render_metrics(doc, Console())
+        render_metrics(doc, stdout_console())
         if out is not None:
             err_console.print(f"wrote {out / 'metrics.json'}" + (f" and {out / 'results.json'}" if results is not None else ""))
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from nuimcli.cli import app
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.errors import PartialFailure, UserError
-from nuimcli.utils.progress import err_console
+from nuimcli.utils.progress import err_console, stdout_console
 
 
 def best_released_entry(preset: Optional[str]):
@@ -141,7 +141,7 @@ def predict_cmd(
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")
     items = predict_files(model, inputs, out, score_thr=score_thr, batch_size=batch_size,
                           show_semantic=show_semantic)
-    render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", Console())
+    render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", stdout_console())
     failed = [it for it in items if not it.ok]
     if failed:
         names = ", ".join(it.source for it in failed[:5]) + (" …" if len(failed) > 5 else "")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nuimcli.cli import app
 from nuimcli.presets import Preset, list_presets, load_preset
+from nuimcli.utils.progress import stdout_console
 
 
 def _backbone_name(p: Preset) -> str:
@@ -53,11 +53,12 @@ def presets_command(
         return
     table = Table(title="nuim presets")
     for col in ("#", "name", "detector", "backbone", "pretrain", "schedule", "released", "box AP", "mask AP"):
-        table.add_column(col, justify="right" if col in ("#", "box AP", "mask AP") else "left")
+        table.add_column(col, justify="right" if col in ("#", "box AP", "mask AP") else "left",
+                         no_wrap=col == "name")
     fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
     for r in rows:
         table.add_row(
             "" if r["row"] is None else str(r["row"]), r["name"], r["detector"], r["backbone"],
             str(r["pretrain"]), r["schedule"], "yes" if r["released"] else "no", fmt(r["box_ap"]), fmt(r["mask_ap"]),
         )
-    Console().print(table)
+    stdout_console().print(table)

@@ -6,14 +6,13 @@ import json
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nuimcli import zoo
 from nuimcli.cli import app
 from nuimcli.download import DownloadError
 from nuimcli.errors import EXIT_PARTIAL, PartialFailure, UserError
-from nuimcli.utils.progress import err_console
+from nuimcli.utils.progress import err_console, stdout_console
 
 zoo_app = typer.Typer(
     help="The released checkpoints of the results table: list, download (resumable, verified), check, path.",
@@ -42,7 +41,7 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
     for col, right in (("#", True), ("name", False), ("architecture", False), ("pretrain", False),
                        ("schd", False), ("Mem (GB)", True), ("Box AP", True), ("Mask AP", True),
                        ("downloaded", False)):
-        table.add_column(col, justify="right" if right else "left")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col == "name")
     for e in entries:
         if not e.released:
             status = "not released"
@@ -54,7 +53,7 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
             status = "no"
         table.add_row(str(e.row), e.name, e.architecture, e.pretrain, e.schedule,
                       _fmt(e.mem_gb), _fmt(e.box_ap), _fmt(e.mask_ap), status)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @zoo_app.command("download")
@@ -100,7 +99,7 @@ def download_command(
         for r in results:
             status = r["status"] if r["ok"] else "[red]failed[/]"
             table.add_row(r["name"], status, r["path"] or "")
-        Console().print(table)
+        stdout_console().print(table)
     failed = [r["name"] for r in results if not r["ok"]]
     if failed:
         raise PartialFailure(f"{len(failed)} of {len(results)} downloads failed: {', '.join(failed)}")
@@ -139,7 +138,7 @@ def check_command(
         for r in results:
             table.add_row(r.name, r.expected_hash8 or "—", r.found_hash8 or "—", yes_no[r.hash_ok],
                           yes_no[r.load_ok], "[green]OK[/]" if r.ok else "[red]FAIL[/]", r.detail)
-        Console().print(table)
+        stdout_console().print(table)
     failed = [r.name for r in results if not r.ok]
     if failed:
         raise PartialFailure(f"{len(failed)} of {len(results)} checkpoints failed the check: {', '.join(failed)}")

@@ -17,6 +17,16 @@ from rich.progress import (
 err_console = Console(stderr=True)
 
 
+def stdout_console() -> Console:
+    """Console for result tables on stdout.
+
+    A terminal gets its own width; piped or redirected output (CI logs, ``| less``) gets 160
+    columns instead of rich's 80, so that wide tables keep their names whole.
+    """
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def make_progress(unit: str = "it", transient: bool = False, console: Console | None = None) -> Progress:
     """A rich Progress with description, bar, done/total, percent, rate (``unit``/s), elapsed and ETA."""
     return Progress(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,14 @@ def test_presets_table_is_readable():
     r = run_nuim("presets", env={"COLUMNS": "200", "PATH": ""})
     assert r.returncode == 0, r.stderr
     assert "mask-rcnn-r50-1x" in r.stdout and "57.3" in r.stdout
+
+
+def test_piped_table_keeps_every_name_whole():
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = run_nuim("presets", env=env)  # stdout is a pipe: no terminal width to follow
+    assert r.returncode == 0, r.stderr
+    names = [x["name"] for x in json.loads(run_nuim("presets", "--json").stdout)]
+    assert all(name in r.stdout for name in names), r.stdout
 
 
 def test_unknown_command_is_bad_usage():
