@@ -136,7 +136,7 @@ def predict_cmd(
                         "give image files, folders or glob patterns")
     name, preset_name = resolve_model_file(checkpoint, preset)
     model = nuimcli.load(name, preset=preset_name, device=device)
-    if show_semantic and not model.preset.model.semantic.enabled:
+    if show_semantic and not model.has_semantic_head:
         raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")
     items = predict_files(model, inputs, out, score_thr=score_thr, batch_size=batch_size,

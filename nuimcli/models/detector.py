@@ -81,6 +81,11 @@ class Detector(nn.Module):
         self.size_divisor = int(size_divisor)
 
     # ------------------------------------------------------------------ network pieces
+    @property
+    def has_semantic_head(self) -> bool:
+        """True when predictions carry a semantic map (HTC with its semantic head)."""
+        return getattr(self.roi_head, "semantic_head", None) is not None
+
     def extract_feat(self, images: Tensor) -> list[Tensor]:
         """Normalised, padded ``[B, 3, H, W]`` → FPN maps P2..P6 (``[B, C, H/s, W/s]``)."""
         return list(self.neck(self.backbone(images)))

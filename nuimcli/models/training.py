@@ -203,9 +203,9 @@ def refine_proposals(bbox_head: nn.Module, samplings: Sequence[SamplingResult], 
 
 
 def roi_losses(roi_head: nn.Module, feats: Sequence[Tensor], proposals: Sequence[Tensor], batch: dict,
-               model_cfg: Any, generators: Sequence[Optional[torch.Generator]]) -> dict[str, Tensor]:
+               generators: Sequence[Optional[torch.Generator]]) -> dict[str, Tensor]:
     """R-CNN (+ masks, + semantic) losses for every stage of the RoI head."""
-    roi_cfg = model_cfg.roi
+    roi_cfg = roi_head.train_cfg  # the preset's model.roi block, handed over by build_model
     metas = batch["img_metas"]
     device = feats[0].device
     gt_bboxes = [b.to(device=device, dtype=torch.float32) for b in batch["gt_bboxes"]]
@@ -218,7 +218,7 @@ def roi_losses(roi_head: nn.Module, feats: Sequence[Tensor], proposals: Sequence
         if "gt_semantic_seg" not in batch:
             raise ValueError("HTC with a semantic head needs gt_semantic_seg in the batch")
         target = batch["gt_semantic_seg"].to(device).squeeze(1).long()
-        sem = model_cfg.semantic
+        sem = roi_head.semantic_head
         valid = target != sem.ignore_label
         if bool(valid.any()):
             loss = F.cross_entropy(seg_logits.float(), target, ignore_index=sem.ignore_label)
@@ -274,15 +274,15 @@ def compute_losses(model: nn.Module, batch: dict) -> dict[str, Tensor]:
     names (``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox``, ``loss_mask`` or
     ``s{i}.loss_…``, ``loss_semantic_seg``) plus the accuracies (``acc`` / ``s{i}.acc``, not losses).
     """
-    cfg = model.preset.model
     images = batch["images"]
     metas = batch["img_metas"]
     generators = _generators(metas)
     feats = extract_feats(model, images)
     cls_scores, bbox_preds = model.rpn_head(feats)
     gt_bboxes = [b.to(images.device) for b in batch["gt_bboxes"]]
-    losses = rpn_losses(model.rpn_head, cls_scores, bbox_preds, gt_bboxes, metas, cfg.rpn, generators)
-    proposals = model.rpn_head.get_proposals(cls_scores, bbox_preds, [tuple(m["img_shape"][:2]) for m in metas],
-                                             nms_pre=cfg.rpn.train_nms_pre, max_per_img=cfg.rpn.train_max_per_img)
-    losses.update(roi_losses(model.roi_head, feats, proposals, batch, cfg, generators))
+    rpn_head = model.rpn_head
+    losses = rpn_losses(rpn_head, cls_scores, bbox_preds, gt_bboxes, metas, rpn_head.train_cfg, generators)
+    proposals = rpn_head.get_proposals(cls_scores, bbox_preds, [tuple(m["img_shape"][:2]) for m in metas],
+                                       nms_pre=rpn_head.train_nms_pre, max_per_img=rpn_head.train_max_per_img)
+    losses.update(roi_losses(model.roi_head, feats, proposals, batch, generators))
     return losses

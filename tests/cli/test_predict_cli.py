@@ -28,6 +28,7 @@ class Known:
 
     def __init__(self, preset: str = "mask-rcnn-r18-tiny") -> None:
         self.preset = load_preset(preset)
+        self.has_semantic_head = self.preset.model.semantic.enabled
 
     def predict(self, images, batch_size=2):
         out = []

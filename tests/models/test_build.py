@@ -227,3 +227,9 @@ def test_zoo_name_resolves_through_the_zoo_and_names_the_preset(tiny_ckpt, monke
     monkeypatch.setattr(ck, "file_hash8", no_hash)
     model = nuimcli.load("mask-rcnn-r18-tiny")
     assert calls == ["mask-rcnn-r18-tiny"] and model.preset.name == "mask-rcnn-r18-tiny"
+
+
+@pytest.mark.parametrize("name, expected", [("htc-r50-1x", True), ("htc-r50-nosemantic-1x", False),
+                                            ("mask-rcnn-r18-tiny", False)])
+def test_has_semantic_head_follows_the_preset(name, expected):
+    assert build_model(load_preset(name)).has_semantic_head is expected
