@@ -34,6 +34,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO, Optional
 
+from rich.markup import escape
+
 from nuimcli import __version__
 from nuimcli.errors import EXIT_PARTIAL, UserError
 
@@ -207,9 +209,10 @@ def _byte_progress():
     from nuimcli.utils.progress import err_console
 
     # make_progress() counts items; a download wants bytes (size done/total, MB/s).
+    # a short bar leaves room for size, rate and ETA in an 80-column terminal
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         DownloadColumn(binary_units=True),
         TaskProgressColumn(),
         TransferSpeedColumn(),
@@ -218,6 +221,14 @@ def _byte_progress():
         console=err_console,
         transient=False,
     )
+
+
+def _shorten(name: str, width: int) -> str:
+    """``name`` cut in the middle to ``width`` characters (the hash suffix stays visible)."""
+    if len(name) <= width:
+        return name
+    keep = width - 1
+    return name[: keep - keep // 2] + "…" + name[-(keep // 2):]
 
 
 class _NoProgress:
@@ -288,6 +299,7 @@ def fetch(
     backoff: Optional[float] = None,
     timeout: Optional[float] = None,
     force: bool = False,
+    label: Optional[str] = None,
 ) -> Path:
     """Download ``url`` to ``dest`` (a file path, or an existing folder to keep the URL's file name).
 
@@ -303,6 +315,7 @@ def fetch(
         retries, backoff, timeout: attempt policy (defaults: module constants). A failed
             attempt that received bytes does not use up a retry.
         force: download again even if ``dest`` exists.
+        label: name on the progress bar (default: the file name, shortened to 28 characters).
 
     Returns the final path. Raises :class:`DownloadError` (one line naming the URL and how to
     get the file by hand) or :class:`HashMismatch`.
@@ -330,9 +343,10 @@ def fetch(
     where = src_url if src_url == url else f"{src_url} (mirror of {url})"
 
     failures = 0
+    label = label or _shorten(dest.name, 28)
     bar = _byte_progress() if progress else _NoProgress()
     with bar:
-        task = bar.add_task(dest.name, total=None)
+        task = bar.add_task(escape(label), total=None)
         while True:
             before = part.stat().st_size if part.exists() else 0
             try:
@@ -350,7 +364,7 @@ def fetch(
                 raise DownloadError(f"cannot write {part}: {e.strerror or e}") from None
 
         if expected_hash8:
-            bar.update(task, description=f"{dest.name} (verifying)")
+            bar.update(task, description=escape(f"{label} (verifying)"))
             found = sha256_file(part)
             if not found.startswith(expected_hash8.lower()):
                 part.unlink(missing_ok=True)
@@ -358,7 +372,7 @@ def fetch(
                     f"{where}: SHA-256 starts with {found[: len(expected_hash8)]}, expected "
                     f"{expected_hash8}; the download was deleted (nothing kept as {dest.name})"
                 )
-            bar.update(task, description=dest.name)
+            bar.update(task, description=escape(label))
     os.replace(part, dest)
     return dest
 

@@ -204,7 +204,7 @@ def download_entry(
     expected = entry.hash8 or download.hash_prefix_from_name(entry.checkpoint_url)
     return download.fetch(
         entry.checkpoint_url, entry.path, expected_hash8=expected, base_url=base_url,
-        progress=progress, force=force, **fetch_kwargs,
+        progress=progress, force=force, label=entry.name, **fetch_kwargs,
     )
 
 

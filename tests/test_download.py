@@ -242,3 +242,10 @@ def test_file_url_resumes_and_verifies(blob, tmp_path):
     with pytest.raises(HashMismatch):
         fetch(src.as_uri(), tmp_path / "g.pth", expected_hash8="00000000", progress=False)
     assert not (tmp_path / "g.pth").exists()
+
+
+def test_progress_label_is_short_and_keeps_the_hash():
+    name = "htc_x101_64x4d_fpn_dconv_c3-c5_coco-20e_16x1_20e_nuim_20201008_211222-0b16ac4b.pth"
+    short = download._shorten(name, 28)
+    assert len(short) == 28 and short.startswith("htc_x101") and short.endswith("-0b16ac4b.pth")
+    assert download._shorten("mask.pth", 28) == "mask.pth"

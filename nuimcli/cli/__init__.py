@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from nuimcli.errors import PartialFailure, UserError
 from nuimcli.utils.progress import err_console
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         # themselves; our own exceptions pass through to here.
         app(args=args, prog_name="nuim")
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except PartialFailure as e:
-        err_console.print(f"[bold yellow]some items failed:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]some items failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

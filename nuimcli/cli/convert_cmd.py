@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nuimcli.cli import app
@@ -118,5 +119,6 @@ def convert_cmd(
     out = stdout_console()
     out.print(summary_table(summaries))
     for s in summaries:
-        out.print(f"{s.version}: [bold]{s.json_path}[/]  (semantic PNGs in {s.semantic_dir})", highlight=False)
+        out.print(f"{s.version}: [bold]{escape(str(s.json_path))}[/]  (semantic PNGs in {escape(str(s.semantic_dir))})",
+                  highlight=False)
     err_console.print("[green]done[/]")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
+from rich.markup import escape
 
 from nuimcli.cli import app
 from nuimcli.utils.progress import err_console, stdout_console
@@ -80,7 +81,7 @@ def demo_cmd(
     console = stdout_console()
     console.print("[bold]nuim demo finished.[/] Outputs:")
     for line in ctx.lines:
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
 #: Iterations of the demo's training step (2 epochs of the 24-image demo set at batch 2).

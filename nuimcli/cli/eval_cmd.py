@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nuimcli.cli import app
@@ -115,7 +116,7 @@ def eval_cmd(
     else:
         render_metrics(doc, stdout_console())
         if out is not None:
-            err_console.print(f"wrote {out / 'metrics.json'}" + (f" and {out / 'results.json'}" if results is not None else ""))
+            err_console.print(escape(f"wrote {out / 'metrics.json'}" + (f" and {out / 'results.json'}" if results is not None else "")))
 
 
 def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Path, reference_compat: bool,

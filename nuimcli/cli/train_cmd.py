@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from nuimcli.cli import app
 from nuimcli.errors import UserError
@@ -82,12 +83,12 @@ def train_cmd(
             if torch.cuda.device_count() < gpus:
                 raise UserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
         _spawn(p, opts, gpus)
-        err_console.print(f"done: checkpoints and log.jsonl in {opts.work_dir}")
+        err_console.print(f"done: checkpoints and log.jsonl in {escape(str(opts.work_dir))}")
         return
     else:
         result = train(p, opts)
     if result.interrupted:
-        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved {result.checkpoint}; "
+        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved {escape(str(result.checkpoint))}; "
                           f"continue with `nuim train {preset} --resume latest`")
         raise typer.Exit(130)
     last = result.history[-1] if result.history else None

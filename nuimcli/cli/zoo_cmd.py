@@ -6,6 +6,7 @@ import json
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nuimcli import zoo
@@ -88,7 +89,7 @@ def download_command(
             results.append({"name": e.name, "ok": True, "status": "cached" if was_there else "downloaded",
                             "path": str(path), "error": None})
         except DownloadError as err:
-            err_console.print(f"[bold red]failed:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]failed:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             results.append({"name": e.name, "ok": False, "status": "failed", "path": None, "error": str(err)})
     if json_out:
         print(json.dumps(results, indent=2))
@@ -149,10 +150,10 @@ def path_command(name: str = typer.Argument(..., metavar="NAME", help="Zoo name,
     """Print the local file of a downloaded checkpoint (exit 1 when it is not downloaded)."""
     entry = zoo.get_entry(name)
     if not entry.released:
-        err_console.print(f"'{name}' has no released checkpoint", highlight=False)
+        err_console.print(escape(f"'{name}' has no released checkpoint"), highlight=False)
         raise typer.Exit(EXIT_PARTIAL)
     if not entry.downloaded:
-        err_console.print(f"'{name}' is not downloaded (it would be {entry.path}); run `nuim zoo download {name}`",
+        err_console.print(escape(f"'{name}' is not downloaded (it would be {entry.path}); run `nuim zoo download {name}`"),
                           highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
     print(entry.path)

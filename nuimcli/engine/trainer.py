@@ -240,7 +240,7 @@ class Trainer:
 
     def _log(self, msg: str) -> None:
         if self.world.is_main:
-            err_console.print(msg, highlight=False)
+            err_console.print(msg, highlight=False, markup=False)
 
     def setup(self) -> None:
         opts, preset = self.opts, self.preset
@@ -353,31 +353,40 @@ class Trainer:
             self._log(f"backbone initialised from {path} ({report.counts()} keys)")
         load_from = self.opts.load_from or init.load_from
         if load_from:
-            path = self._fetch(load_from, "load_from detector", "--load-from PATH (a local file)")
+            path = self._fetch(load_from, "load_from detector", "--load-from PATH (a local file)", zoo_names=True)
             report = load_partial(self.model, path)
             skipped = report.skipped
             self._log(f"weights loaded from {path}" + (f"; {len(skipped)} tensors of a different shape or "
                                                         f"missing were left at their initial values" if skipped else ""))
 
-    def _fetch(self, url_or_path: str, what: str, hint: str) -> Path:
+    def _fetch(self, url_or_path: str, what: str, hint: str, zoo_names: bool = False) -> Path:
+        """A local path, a URL (downloaded once into the cache) or, with ``zoo_names``, a zoo name."""
         p = Path(url_or_path).expanduser()
         if p.exists():
             return p
-        if "://" not in url_or_path:
-            raise UserError(f"{url_or_path}: {what} file not found")
+        from nuimcli import zoo
         from nuimcli.download import DownloadError
-        from nuimcli.zoo import fetch_to_cache
+
+        is_zoo_name = zoo_names and url_or_path in {e.name for e in zoo.registry()}
+        if "://" not in url_or_path and not is_zoo_name:
+            also = " and not a zoo name (`nuim zoo list`)" if zoo_names else ""
+            raise UserError(f"{url_or_path}: {what} file not found{also}")
+
+        def fetch(main: bool) -> Path:
+            if is_zoo_name:
+                return zoo.resolve_checkpoint(url_or_path, download=main, progress=main and self.opts.progress)
+            return zoo.fetch_to_cache(url_or_path, progress=main and self.opts.progress)
 
         # Only the main process downloads; the others wait and then find the cached file.
         path = None
         if self.world.is_main:
             try:
-                path = fetch_to_cache(url_or_path, progress=self.opts.progress)
+                path = fetch(main=True)
             except DownloadError as e:
                 raise UserError(f"{e} — or pass {hint}") from None
         barrier()
         if path is None:
-            path = fetch_to_cache(url_or_path, progress=False)
+            path = fetch(main=False)
         return Path(path)
 
     # ------------------------------------------------------------------ checkpoints

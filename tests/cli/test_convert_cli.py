@@ -101,6 +101,9 @@ def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 def test_bad_input_exit_2_one_line(root, tmp_path, nuim):
     out = tmp_path / "out"
     _one_line_error(nuim("convert", "--data-root", tmp_path / "nope", "--out-dir", out), "nope", "does not exist")
+    # brackets in user input are text, not rich markup ("[/2024]" once crashed the error printer)
+    _one_line_error(nuim("convert", "--data-root", tmp_path / "runs[/2024]" / "x[old]", "--out-dir", out),
+                    "runs[/2024]/x[old]", "does not exist")
     _one_line_error(nuim("convert", "--data-root", root, "--version", "v1.0-trainval", "--out-dir", out),
                     "v1.0-trainval", "does not exist")
 

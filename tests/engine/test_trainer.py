@@ -342,6 +342,25 @@ def test_pretrained_backbone_and_load_from(tmp_path):
         Trainer(preset, opts(tmp_path, ann, load_from=str(tmp_path / "nope.pth")), model=build_model(preset)).setup()
 
 
+def test_load_from_takes_a_zoo_name(tmp_path, monkeypatch):
+    """--load-from mask-rcnn-r50-1x uses the zoo's cached file (as eval/predict accept zoo names)."""
+    from nuimcli import zoo
+    from nuimcli.models.build import build_model
+
+    monkeypatch.setenv("NUIM_HOME", str(tmp_path / "home"))
+    ann = make_set(tmp_path)
+    preset = load_preset("mask-rcnn-r18-tiny")
+    donor = build_model(preset).state_dict()
+    entry = zoo.get_entry("mask-rcnn-r50-1x")
+    entry.path.parent.mkdir(parents=True)
+    torch.save({"state_dict": donor, "meta": {}}, entry.path)
+    model = build_model(preset)
+    Trainer(preset, opts(tmp_path, ann, load_from="mask-rcnn-r50-1x"), model=model).setup()
+    assert torch.equal(model.roi_head.bbox_head.shared_fcs[0].weight, donor["roi_head.bbox_head.shared_fcs.0.weight"])
+    with pytest.raises(UserError, match="not a zoo name"):
+        Trainer(preset, opts(tmp_path, ann, load_from="mask-rcnn-r50-1y"), model=build_model(preset)).setup()
+
+
 # --------------------------------------------------------------------------- real learning
 
 
