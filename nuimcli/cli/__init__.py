@@ -88,9 +88,15 @@ def _register_commands() -> None:
     from nuimcli.cli import eval_cmd, predict_cmd  # noqa: F401
 
 
+#: The arguments of the running ``nuim`` invocation (after expansion), for messages that tell
+#: the user how to run it again (e.g. how to resume an interrupted training).
+INVOCATION: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``nuim`` console script (and ``python -m nuimcli``)."""
     args = fill_optional_values(expand_multi_value_options(list(sys.argv[1:] if argv is None else argv)))
+    INVOCATION[:] = args
     _register_commands()
     try:
         # Standalone mode: typer/click handle --help, usage errors (exit 2) and typer.Exit

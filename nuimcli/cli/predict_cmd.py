@@ -21,8 +21,11 @@ def best_released_entry(preset: Optional[str]):
     from nuimcli import zoo
 
     if preset is not None:
-        entry = zoo.get_entry(preset)
-        if not entry.released:
+        from nuimcli.presets import load_preset
+
+        load_preset(preset)  # an unknown name: the error suggests the closest preset
+        entry = next((e for e in zoo.registry() if e.name == preset), None)
+        if entry is None or not entry.released:  # a table row without a file, or the tiny preset
             raise UserError(f"preset '{preset}' has no released checkpoint; pass --checkpoint PATH "
                             f"(e.g. work_dirs/{preset}/latest.pth from `nuim train {preset}`)")
         return entry
@@ -117,6 +120,7 @@ def predict_cmd(
     show_semantic: bool = typer.Option(False, "--show-semantic", help="Also paint HTC's semantic map "
                                        "(presets with a semantic head)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+    seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
 ) -> None:
     """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
 
@@ -130,6 +134,7 @@ def predict_cmd(
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    torch.manual_seed(seed)
     files, _ = expand_inputs(inputs)
     if not files:
         raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.markup import escape
 
-from nuimcli.cli import app
+from nuimcli.cli import INVOCATION, app
 from nuimcli.errors import UserError
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console
@@ -88,8 +89,9 @@ def train_cmd(
     else:
         result = train(p, opts)
     if result.interrupted:
-        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved {escape(str(result.checkpoint))}; "
-                          f"continue with `nuim train {preset} --resume latest`")
+        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved "
+                          f"{escape(str(result.checkpoint))}; continue with `{escape(resume_command(preset, opts))}`",
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     last = result.history[-1] if result.history else None
     summary = f"done: {result.global_iter} iterations, {result.epoch} epoch(s); checkpoint {result.checkpoint}"
@@ -110,3 +112,20 @@ def _spawn(p, opts, gpus: int) -> None:
             if marker in text:
                 raise UserError(text.rsplit(marker, 1)[1].strip().splitlines()[0]) from None
         raise
+
+
+def resume_command(preset: str, opts) -> str:
+    """The command that continues this run: the same arguments with ``--resume latest``."""
+    if not INVOCATION or INVOCATION[0] != "train":  # called from Python, not through `nuim`
+        return shlex.join(["nuim", "train", preset, "--work-dir", str(opts.work_dir),
+                           "--data-root", str(opts.data_root), "--resume", "latest"])
+    args: list[str] = []
+    skip = False
+    for tok in INVOCATION:
+        if skip:
+            skip = False
+        elif tok == "--resume":
+            skip = True  # fill_optional_values always puts its value next
+        elif not tok.startswith("--resume="):
+            args.append(tok)
+    return shlex.join(["nuim", *args, "--resume", "latest"])

@@ -274,15 +274,16 @@ def build_train_dataset(
     if with_semantic and semantic_root is None:
         raise UserError("this preset trains a semantic head: a folder of semantic PNGs is needed")
     if check_files:
-        _check_exists([Path(img_root) / r.file_name for r in kept], f"image listed in {ann_file}")
+        require_files([Path(img_root) / r.file_name for r in kept], f"image listed in {ann_file}")
         if with_semantic:
-            _check_exists([semantic_path(Path(semantic_root), r.file_name) for r in kept],
+            require_files([semantic_path(Path(semantic_root), r.file_name) for r in kept],
                           "semantic mask PNG (written by `nuim convert`)")
     return TrainDataset(kept, img_root, preset.data, semantic_root if with_semantic else None,
                         with_mask=True, ann_file=ann_file)
 
 
-def _check_exists(paths: list[Path], what: str) -> None:
+def require_files(paths: Sequence[Path], what: str) -> None:
+    """UserError naming the first of ``paths`` that is not a file (and how many more are missing)."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more of {len(paths)})" if len(missing) > 1 else ""

@@ -216,6 +216,18 @@ def evaluate_model(
     return EvalOutput(metrics=metrics, results=results)
 
 
+def check_eval_inputs(ann_file: str | os.PathLike, data_root: str | os.PathLike) -> int:
+    """Fail now, with a :class:`UserError`, on what evaluation would only trip over at its end:
+    an annotation file that is not a nuImages COCO file, or listed images missing under
+    ``data_root``. Returns the number of images."""
+    from nuimcli.data.dataset import require_files
+
+    gt = load_ground_truth(ann_file)
+    category_ids_for_labels(gt, f"annotation file {ann_file}")
+    require_files([Path(data_root) / im["file_name"] for im in gt["images"]], f"image listed in {ann_file}")
+    return len(gt["images"])
+
+
 def flat_metrics(metrics: CocoMetrics) -> dict[str, Optional[float]]:
     """mmdet-style flat names (``bbox_mAP``, ``bbox_mAP_50`` … ``segm_AR@100``) → value (None if undefined)."""
     names = {"AP": "mAP", "AP50": "mAP_50", "AP75": "mAP_75", "APs": "mAP_s", "APm": "mAP_m", "APl": "mAP_l",

@@ -254,6 +254,11 @@ class Trainer:
         self.val_ann = Path(opts.val_ann) if opts.val_ann else (paths["val_ann"] if paths["val_ann"].is_file() else None)
         if opts.val_ann and not Path(opts.val_ann).is_file():
             raise UserError(f"{opts.val_ann}: validation annotation file not found")
+        if opts.evaluate and self.val_ann is not None and self.world.is_main:
+            # checked now rather than after the first epoch, which may be hours away
+            from nuimcli.engine.evaluate import check_eval_inputs
+
+            check_eval_inputs(self.val_ann, opts.data_root)
         self.semantic_root = Path(opts.semantic_root) if opts.semantic_root else paths["semantic_root"]
 
         if self._dataset is None:
@@ -445,7 +450,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if state.get("world_size", self.world.size) != self.world.size:
-            self._log(f"[yellow]note:[/] resuming a {state['world_size']}-process run with {self.world.size}: "
+            self._log(f"note: resuming a {state['world_size']}-process run with {self.world.size}: "
                       "the data order of the rest of this epoch changes")
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
@@ -534,6 +539,7 @@ class Trainer:
         last_ckpt: Optional[Path] = None
         old_handler = None
         if self._is_main_thread():
+            self._sigint_pid = os.getpid()
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         progress = _Display(self, total_iters) if (self.opts.progress and self.world.is_main) else None
         try:
@@ -607,10 +613,12 @@ class Trainer:
         return threading.current_thread() is threading.main_thread()
 
     def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+        if os.getpid() != getattr(self, "_sigint_pid", os.getpid()):
+            return  # a forked data worker inherited the handler: the main process decides
         if self.stop_requested:  # second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.stop_requested = True
-        self._log("[yellow]Ctrl-C: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)[/]")
+        self._log("Ctrl-C: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)")
 
     # ------------------------------------------------------------------ evaluation
 
@@ -622,7 +630,7 @@ class Trainer:
             try:
                 from nuimcli.engine import evaluate as ev
             except ImportError:
-                self._log("[yellow]note:[/] evaluation is not available in this build; skipped")
+                self._log("note: evaluation is not available in this build; skipped")
                 self.opts.evaluate = False
                 ev = None
             if ev is not None and hasattr(ev, "evaluate_detector"):
@@ -682,29 +690,41 @@ def _point_latest(link: Path, target: Path) -> None:
 
 
 class _Display:
-    """Rich progress line: epoch, iteration, losses, lr, it/s, ETA, memory."""
+    """Live training display on stderr: a progress row (epoch, iteration, bar, it/s, elapsed, ETA)
+    and below it a status line (total loss, every loss term, lr, peak memory) that wraps in a
+    narrow terminal instead of pushing the ETA off the row."""
 
     def __init__(self, trainer: Trainer, total: int) -> None:
-        from nuimcli.utils.progress import make_progress
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
+
+        from nuimcli.utils.progress import err_console, make_progress
 
         self.trainer = trainer
-        self.progress = make_progress("it")
-        self.task = self.progress.add_task("train", total=total, completed=trainer.global_iter)
+        self.progress = make_progress("it", bar_width=20)
+        self.task = self.progress.add_task(self._where(), total=total, completed=trainer.global_iter)
+        self.status = Text("")
+        self.live = Live(Group(self.progress, self.status), console=err_console, refresh_per_second=4)
+
+    def _where(self) -> str:
+        t = self.trainer
+        return f"ep {t.epoch + 1}/{t.preset.schedule.epochs} it {t.batch_in_epoch}/{t.iters_per_epoch}"
 
     def start(self) -> None:
-        self.progress.start()
+        self.live.start()
 
     def stop(self) -> None:
-        self.progress.stop()
+        self.live.stop()
 
     def update(self, log_vars: dict, lr: float) -> None:
         t = self.trainer
         terms = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in log_vars.items()
                          if "loss" in k and k != "loss")
         mem = peak_memory_mb(t.device)
-        desc = (f"ep {t.epoch + 1}/{t.preset.schedule.epochs} it {t.batch_in_epoch}/{t.iters_per_epoch} "
-                f"loss {log_vars['loss']:.3f} [{terms}] lr {lr:.2e} mem {mem / 1024:.1f}G")
-        self.progress.update(self.task, completed=t.global_iter, description=desc)
+        # plain Text, never markup: loss names such as "s0.loss_cls" must print as they are
+        self.status.plain = f"loss {log_vars['loss']:.3f} ({terms})  lr {lr:.2e}  mem {mem / 1024:.1f}G"
+        self.progress.update(self.task, completed=t.global_iter, description=self._where())
 
 
 def train(preset: Preset, opts: TrainOptions, world: World = World(), model: Optional[nn.Module] = None,

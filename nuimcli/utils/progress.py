@@ -27,11 +27,12 @@ def stdout_console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def make_progress(unit: str = "it", transient: bool = False, console: Console | None = None) -> Progress:
+def make_progress(unit: str = "it", transient: bool = False, console: Console | None = None,
+                  bar_width: int = 40) -> Progress:
     """A rich Progress with description, bar, done/total, percent, rate (``unit``/s), elapsed and ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=bar_width),
         MofNCompleteColumn(),
         TaskProgressColumn(),
         _RateColumn(unit),

@@ -180,3 +180,11 @@ def test_many_inputs_summarised_per_class(tmp_path, capsys, fake_load):
     flat = " ".join(out.split())
     assert "21 image(s) written, 0 failed, 21 detections" in flat and "bus" in flat and "f07.jpg" not in flat
     assert len(list((tmp_path / "o").glob("*.json"))) == 21
+
+
+def test_preset_without_released_file_says_so(tmp_path, capsys):
+    img = images(tmp_path, ("a.jpg",))[0]
+    code, _, err = call(capsys, "predict", str(img), "--preset", "mask-rcnn-r18-tiny", "--out", str(tmp_path / "o"))
+    assert code == 2 and "has no released checkpoint" in err and "--checkpoint" in err
+    code, _, err = call(capsys, "predict", str(img), "--preset", "mask-rcnn-r18-tin", "--out", str(tmp_path / "o"))
+    assert code == 2 and "did you mean 'mask-rcnn-r18-tiny'" in err

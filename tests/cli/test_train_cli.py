@@ -99,3 +99,14 @@ def test_resume_without_checkpoint(data_root, tmp_path, capsys):
     r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir", str(tmp_path / "w"),
                  "--resume")
     assert r.returncode == 2 and "latest.pth" in r.stderr
+
+
+def test_resume_command_repeats_the_invocation(monkeypatch):
+    import nuimcli.cli.train_cmd as train_cmd
+
+    monkeypatch.setattr(train_cmd, "INVOCATION", ["train", "mask-rcnn-r18-tiny", "--data-root", "my data",
+                                                  "--work-dir", "wd", "--resume", "wd/iter_4.pth", "--set",
+                                                  "data.samples_per_gpu=1"])
+    assert train_cmd.resume_command("mask-rcnn-r18-tiny", None) == (
+        "nuim train mask-rcnn-r18-tiny --data-root 'my data' --work-dir wd --set data.samples_per_gpu=1 "
+        "--resume latest")

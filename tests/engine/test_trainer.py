@@ -222,6 +222,25 @@ def test_val_split_evaluated_after_every_epoch(tmp_path, monkeypatch):
     assert [v["epoch"] for v in vals] == [1, 2, 3] and vals[0]["bbox_mAP"] == 0.25
 
 
+def test_bad_val_split_fails_before_training(tmp_path, monkeypatch):
+    """A broken val split is reported at set-up, not after the first epoch."""
+    import nuimcli.engine.evaluate as ev
+
+    ann = make_set(tmp_path)
+    monkeypatch.setattr(ev, "evaluate_detector", lambda *a, **k: pytest.fail("training should not start"))
+    not_coco = tmp_path / "val.json"
+    not_coco.write_text(json.dumps({"images": []}))
+    with pytest.raises(UserError, match="val.json"):
+        Trainer(toy_preset(), opts(tmp_path, ann, val_ann=not_coco), model=ToyDetector()).setup()
+    val = json.loads(ann.read_text())
+    val["images"][1]["file_name"] = "img/gone.jpg"
+    (tmp_path / "val2.json").write_text(json.dumps(val))
+    with pytest.raises(UserError, match="gone.jpg.*not found"):
+        Trainer(toy_preset(), opts(tmp_path, ann, val_ann=tmp_path / "val2.json"), model=ToyDetector()).setup()
+    Trainer(toy_preset(), opts(tmp_path, ann, val_ann=tmp_path / "val2.json", evaluate=False),
+            model=ToyDetector()).setup()  # --no-eval: the val split is not needed
+
+
 def test_unreadable_image_in_a_worker_is_one_line(tmp_path):
     ann = make_set(tmp_path)
     (tmp_path / "img" / "2.jpg").write_bytes(b"not a jpeg")
