@@ -32,8 +32,11 @@ def _fmt(v: Optional[float]) -> str:
 
 
 @zoo_app.command("list")
-def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Every row of the results table with its numbers and whether its checkpoint is downloaded."""
+def list_command(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    urls: bool = typer.Option(False, "--urls", help="Also print each row's checkpoint and log URLs."),
+) -> None:
+    """Every row of the results table with its numbers, file hash and whether its checkpoint is downloaded."""
     entries = zoo.registry()
     if json_out:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
@@ -41,7 +44,7 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
     table = Table(title=f"nuim zoo (cache: {zoo.checkpoints_dir()})")
     for col, right in (("#", True), ("name", False), ("architecture", False), ("pretrain", False),
                        ("schd", False), ("Mem (GB)", True), ("Box AP", True), ("Mask AP", True),
-                       ("downloaded", False)):
+                       ("hash", False), ("downloaded", False)):
         table.add_column(col, justify="right" if right else "left", no_wrap=col == "name")
     for e in entries:
         if not e.released:
@@ -53,8 +56,14 @@ def list_command(json_out: bool = typer.Option(False, "--json", help="Print JSON
         else:
             status = "no"
         table.add_row(str(e.row), e.name, e.architecture, e.pretrain, e.schedule,
-                      _fmt(e.mem_gb), _fmt(e.box_ap), _fmt(e.mask_ap), status)
-    stdout_console().print(table)
+                      _fmt(e.mem_gb), _fmt(e.box_ap), _fmt(e.mask_ap), e.hash8 or "—", status)
+    console = stdout_console()
+    console.print(table)
+    if urls:  # whole lines rather than columns: a URL cut by the table could not be copied
+        for e in entries:
+            if e.released:
+                console.print(f"{e.name}\n  checkpoint {e.checkpoint_url}\n  log        {e.log_url or '—'}",
+                              highlight=False, markup=False, soft_wrap=True)
 
 
 @zoo_app.command("download")

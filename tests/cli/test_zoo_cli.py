@@ -57,6 +57,9 @@ def test_list_real_registry(capsys):
     assert code == 0
     for text in ("mask-rcnn-r50-1x", "HTC X-101-64x4d-FPN DCN", "IN+COCO-20e", "57.3", "46.4", "not released"):
         assert text in out
+    assert "e99f5182" in out and "https://" not in out
+    code, out, _ = nuim(capsys, "zoo", "list", "--urls")
+    assert code == 0 and rows[0]["checkpoint_url"] in out and rows[0]["log_url"] in out
 
 
 def test_download_path_check(fake_zoo, capsys, isolated_home):
