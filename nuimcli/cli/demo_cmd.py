@@ -84,8 +84,8 @@ def demo_cmd(
         console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
-#: Iterations of the demo's training step (2 epochs of the 24-image demo set at batch 2).
-DEMO_TRAIN_ITERS = 24
+#: Iterations of the demo's training step (10 epochs of the 24-image demo set at batch 2).
+DEMO_TRAIN_ITERS = 120
 
 
 def step_train(ctx: DemoContext) -> Any:
@@ -142,14 +142,14 @@ def step_predict(ctx: DemoContext) -> Any:
 
     out = ctx.out / "predictions"
     images = sorted((ctx.data_root / "samples").rglob("*.jpg"))[:4]
-    # A low threshold: a model trained for a minute is not confident yet.
+    # nuim predict's default threshold
     items = predict_files(ctx.results["model"], [str(p) for p in images], out, score_thr=DEMO_SCORE_THR)
     drawn = sum(i.num_detections for i in items if i.ok)
     ctx.lines.append(f"prediction pictures + JSON ({len(items)} images, {drawn} detections ≥ {DEMO_SCORE_THR}): {out}")
     return items
 
 
-DEMO_SCORE_THR = 0.1
+DEMO_SCORE_THR = 0.3
 
 DEMO_STEPS.append(("eval", step_eval))
 DEMO_STEPS.append(("predict", step_predict))
