@@ -377,10 +377,8 @@ class Trainer:
             also = " and not a zoo name (`nuim zoo list`)" if zoo_names else ""
             raise UserError(f"{url_or_path}: {what} file not found{also}")
 
-        def fetch(main: bool) -> Path:
-            if is_zoo_name:
-                return zoo.resolve_checkpoint(url_or_path, download=main, progress=main and self.opts.progress)
-            return zoo.fetch_to_cache(url_or_path, progress=main and self.opts.progress)
+        def fetch(main: bool) -> Path:  # resolve_checkpoint serves both URLs and zoo names
+            return zoo.resolve_checkpoint(url_or_path, download=main, progress=main and self.opts.progress)
 
         # Only the main process downloads; the others wait and then find the cached file.
         path = None
@@ -625,29 +623,23 @@ class Trainer:
     def _evaluate(self) -> None:
         if not self.opts.evaluate or self.val_ann is None:
             return
-        record = None
         if self.world.is_main:
+            from nuimcli.engine import evaluate as ev
+
+            self.model.eval()
             try:
-                from nuimcli.engine import evaluate as ev
-            except ImportError:
-                self._log("note: evaluation is not available in this build; skipped")
-                self.opts.evaluate = False
-                ev = None
-            if ev is not None and hasattr(ev, "evaluate_detector"):
-                self.model.eval()
-                try:
-                    metrics = ev.evaluate_detector(self.model, self.val_ann, self.opts.data_root,
-                                                   device=str(self.device), progress=self.opts.progress)
-                finally:
-                    self.model.train()
-                record = {"mode": "val", "epoch": self.epoch, "global_iter": self.global_iter, **metrics}
-                self.evaluations.append(record)
-                self._write_log(record)
-                if self._tb is not None:
-                    for k, v in metrics.items():
-                        if isinstance(v, (int, float)):
-                            self._tb.add_scalar(f"val/{k}", v, self.global_iter)
-                self._log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                metrics = ev.evaluate_detector(self.model, self.val_ann, self.opts.data_root,
+                                               device=str(self.device), progress=self.opts.progress)
+            finally:
+                self.model.train()
+            record = {"mode": "val", "epoch": self.epoch, "global_iter": self.global_iter, **metrics}
+            self.evaluations.append(record)
+            self._write_log(record)
+            if self._tb is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)):
+                        self._tb.add_scalar(f"val/{k}", v, self.global_iter)
+            self._log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         barrier()
 
 

@@ -403,8 +403,11 @@ class _RoIHeadBase(nn.Module):
 
     def _mask_probs(self, feats: Sequence[Tensor], mask_rois: Tensor,
                     labels: Tensor, semantic_feat: Optional[Tensor]) -> Tensor:
-        """Per RoI ``[N, 28, 28]`` probabilities of its label's mask (overridden per head)."""
-        raise NotImplementedError
+        """Per RoI ``[N, 28, 28]`` probabilities of its label's mask.
+
+        Abstract hook: each RoI head (standard, cascade, HTC) defines how its mask stages are combined.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define _mask_probs")
 
     def _add_masks(self, feats: Sequence[Tensor], dets: list[RoIDetections], img_metas: Sequence[dict],
                    semantic_feat: Optional[Tensor] = None) -> None:
