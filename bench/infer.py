@@ -3,7 +3,7 @@
 Baseline: ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None,
 weights_backbone=None, num_classes=11, min_size=900, max_size=1600)`` on the same image, with
 the same thread count, measured in the same run. Both sides get seeded random weights with BN
-statistics and head scales calibrated on the image (bench/_model_init.py), so they produce
+statistics and head scales calibrated on the image (nuimcli/testing/random_weights.py), so they produce
 realistic numbers of proposals and detections; both are timed from a decoded BGR image in memory
 to final outputs at the original size (boxes, scores, labels, masks).
 
@@ -40,7 +40,7 @@ def _make_runner(name: str, img, seed: int) -> Callable[[list], list[int]]:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from _model_init import calibrate_bn, calibrate_heads, randomize
+    from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize
 
     torch.manual_seed(seed)
     if name == BASELINE:
@@ -90,7 +90,7 @@ def _images(width: int, height: int, seed: int):
     import numpy as np
 
     sys.path.insert(0, str(HERE))
-    from _model_init import synthetic_image
+    from nuimcli.testing.random_weights import synthetic_image
 
     img = synthetic_image(width, height, seed)
     return img, np.ascontiguousarray(img[:, ::-1])  # a second, different image for batch 2

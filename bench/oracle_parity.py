@@ -2,7 +2,7 @@
 
 For each architecture (one preset per distinct state-dict manifest): build our model, draw
 seeded random weights with BN statistics and head scales calibrated on the image
-(bench/_model_init.py), save it with our ``save_checkpoint`` (mmdet format), run the oracle's
+(nuimcli/testing/random_weights.py), save it with our ``save_checkpoint`` (mmdet format), run the oracle's
 ``predict.py`` (mmdet 3.3.0 in its own venv, with mmdet 2.x's HTC mask merge) on the same image,
 and compare:
 
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model_init import calibrate_bn, calibrate_heads, randomize, synthetic_image  # noqa: E402
+from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize, synthetic_image  # noqa: E402
 
 from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor  # noqa: E402
 from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402

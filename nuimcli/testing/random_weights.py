@@ -1,10 +1,10 @@
-"""Dev/bench helper: seeded random weights with sane BatchNorm statistics.
+"""Seeded random weights with sane BatchNorm statistics, for parity tests and benchmarks.
 
 A randomly initialised ResNet gives degenerate activations unless its BN running statistics
 fit the data, so after drawing weights every BN's running mean/var is set, in forward order,
 to the batch statistics of its input on a real-looking image. Then the network behaves like
 a trained one numerically (normalised activations, spread-out scores), which is what latency
-and parity measurements need. Not used by the package or its tests.
+and parity measurements need. Used by the parity tests and ``bench/``; no command uses it.
 """
 
 from __future__ import annotations
