@@ -142,3 +142,32 @@ def test_presets_are_found_after_a_non_editable_install(tmp_path):
     ).stdout.split()
     assert out[0].startswith(str(target))
     assert int(out[1]) == 18
+
+
+@pytest.mark.parametrize("text, lr", [("1e-4", 1e-4), ("1e6", 1e6), ("1E-3", 1e-3), ("1.0e4", 1e4), ("2.5e-2", 0.025),
+                                      ("0.01", 0.01), ("3", 3.0), ("+1e-4", 1e-4), ("1_0.5", 10.5), (".5", 0.5)])
+def test_every_python_float_form_is_a_number(text, lr, tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-4, 1e6, 1E-3 and 1.0e4 as strings: they must still be numbers.
+    p = load_preset("mask-rcnn-r18-tiny", [f"schedule.lr={text}", f"data.mean=[{text}, 1, 2]"])
+    assert p.schedule.lr == lr and isinstance(p.schedule.lr, float) and p.data.mean == [lr, 1.0, 2.0]
+    f = tmp_path / "p.yaml"
+    f.write_text(f"base: mask-rcnn-r18-tiny\nschedule:\n  lr: {text}\n  grad_clip: {text}\n")
+    q = load_preset(str(f))
+    assert q.schedule.lr == lr and q.schedule.grad_clip == lr
+
+
+def test_integer_fields_stay_integers():
+    p = load_preset("mask-rcnn-r18-tiny", ["schedule.epochs=12", "schedule.warmup_iters=1e3", "model.roi.max_per_img=100"])
+    assert p.schedule.epochs == 12 and p.schedule.warmup_iters == 1000 and p.model.roi.max_per_img == 100
+    assert all(type(v) is int for v in (p.schedule.epochs, p.schedule.warmup_iters, p.model.roi.max_per_img))
+    with pytest.raises(UserError, match=r"schedule\.epochs: expected an integer, got 12\.5"):
+        load_preset("mask-rcnn-r18-tiny", ["schedule.epochs=12.5"])
+
+
+@pytest.mark.parametrize("text, message", [("nan", "expected a finite number, got 'nan'"),
+                                           ("inf", "expected a finite number, got 'inf'"),
+                                           ("fast", "expected a number, got 'fast'"),
+                                           ("true", "expected a number, got True")])
+def test_what_is_not_a_number_is_named(text, message):
+    with pytest.raises(UserError, match=rf"schedule\.lr: {message}"):
+        load_preset("mask-rcnn-r18-tiny", [f"schedule.lr={text}"])
