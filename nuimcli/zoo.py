@@ -45,6 +45,16 @@ def checkpoints_dir() -> Path:
     return cache_dir() / "checkpoints"
 
 
+def check_cache_dir() -> Path:
+    """:func:`checkpoints_dir`, after making sure it can be written (a :class:`UserError` naming
+    ``$NUIM_HOME`` when that is a file or read-only); called before any download."""
+    from nuimcli.utils.paths import check_out_dir
+
+    home = os.environ.get(HOME_ENV, "").strip()
+    check_out_dir(cache_dir(), f"${HOME_ENV}" if home else "cache folder")
+    return check_out_dir(checkpoints_dir(), f"${HOME_ENV}" if home else "cache folder")
+
+
 def architecture(preset: Preset) -> str:
     """A short human name of the preset's model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``."""
     m = preset.model
@@ -201,6 +211,7 @@ def download_entry(
     if not entry.released:
         raise _not_released(entry)
     assert entry.path is not None and entry.checkpoint_url is not None
+    check_cache_dir()
     expected = entry.hash8 or download.hash_prefix_from_name(entry.checkpoint_url)
     return download.fetch(
         entry.checkpoint_url, entry.path, expected_hash8=expected, base_url=base_url,
@@ -220,7 +231,7 @@ def fetch_to_cache(url: str, base_url: Optional[str] = None, progress: bool = Tr
         return Path(urllib.request.url2pathname(parts.path))
     if not parts.scheme and Path(url).expanduser().exists():
         return Path(url).expanduser()
-    dest = checkpoints_dir() / download.file_name_of(url)
+    dest = check_cache_dir() / download.file_name_of(url)
     return download.fetch(
         url, dest, expected_hash8=download.hash_prefix_from_name(url), base_url=base_url,
         progress=progress, **fetch_kwargs,

@@ -26,8 +26,20 @@ app = typer.Typer(
 
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from nuimcli import __version__
+
+        print(f"nuim {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print nuim's version and exit (a command's own --version, e.g. "
+                                      "`nuim convert --version v1.0-mini`, is the dataset version)."),
+) -> None:
     """nuImages instance segmentation: convert, train, eval, predict and the model zoo."""
 
 

@@ -85,7 +85,10 @@ def eval_cmd(
     from nuimcli.engine.coco_metrics import evaluate_results
     from nuimcli.engine.evaluate import default_ann_file
     from nuimcli.utils.io import atomic_write_json
+    from nuimcli.utils.paths import check_out_dir, make_out_dir
 
+    if out is not None:
+        check_out_dir(out, "--out")  # now, not after the whole evaluation
     ann = ann_file or default_ann_file(data_root)
     if not ann.is_file():
         hint = "" if ann_file else " (write it with `nuim convert`, or pass --ann-file)"
@@ -107,7 +110,7 @@ def eval_cmd(
             return
         doc, results = got
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_out_dir(out, "--out")
         if results is not None:
             atomic_write_json(out / "results.json", results)
         atomic_write_json(out / "metrics.json", doc, indent=2, allow_nan=False)

@@ -48,6 +48,7 @@ def resolve_model_file(checkpoint: Optional[str], preset: Optional[str]) -> tupl
         return checkpoint, preset
     entry = best_released_entry(preset)
     if not entry.downloaded:
+        zoo.check_cache_dir()
         err_console.print(f"no --checkpoint: using the released {entry.name} (mask AP {entry.mask_ap}), "
                           f"downloading it once to {entry.path}")
     try:
@@ -130,7 +131,9 @@ def predict_cmd(
 
     import nuimcli
     from nuimcli.engine.predict import expand_inputs, predict_files
+    from nuimcli.utils.paths import check_out_dir
 
+    check_out_dir(out, "--out")  # before the model is loaded (or downloaded)
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)

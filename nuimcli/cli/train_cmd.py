@@ -55,7 +55,10 @@ def train_cmd(
     from nuimcli.engine.trainer import TrainOptions, train
     from nuimcli.presets import load_preset
 
+    from nuimcli.utils.paths import check_out_dir
+
     p = load_preset(preset, overrides or [])
+    check_out_dir(work_dir or Path("work_dirs") / p.name, "--work-dir")
     device = resolve_device(device)
     opts = TrainOptions(
         work_dir=work_dir or Path("work_dirs") / p.name,

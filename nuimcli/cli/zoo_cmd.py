@@ -88,6 +88,7 @@ def download_command(
         for e in chosen:
             if not e.released:
                 raise UserError(f"'{e.name}' (row {e.row}) has no released checkpoint; `nuim zoo list` shows which rows do")
+    zoo.check_cache_dir()  # a bad $NUIM_HOME is bad input (exit 2), not one failed download per file
     results = []
     for i, e in enumerate(chosen, 1):
         was_there = e.downloaded and not force
