@@ -120,8 +120,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-def test_synthetic_pngs_equal_devkit_segmentation_and_annotations_decode(synthetic_root, tmp_path):
-    pytest.importorskip("nuimages")
+def test_synthetic_pngs_equal_devkit_segmentation_and_annotations_decode(synthetic_root, tmp_path, nuimages_devkit):
     from nuimages import NuImages
     from nuimages.utils.utils import mask_decode
 

@@ -125,8 +125,7 @@ def test_paint_runs_overwrites_in_order():
     assert np.array_equal(flat.reshape(w, h).T, expected)
 
 
-def test_golden_masks_decode_like_the_devkit():
-    pytest.importorskip("nuimages")
+def test_golden_masks_decode_like_the_devkit(nuimages_devkit):
     from nuimages.utils.utils import mask_decode
 
     n = 0
@@ -164,8 +163,7 @@ def test_bad_base64_and_size():
 # ------------------------------------------------------------------------------------------------
 # categories
 
-def test_semantic_index_mapping_matches_the_devkit():
-    pytest.importorskip("nuimages")
+def test_semantic_index_mapping_matches_the_devkit(nuimages_devkit):
     from nuimages.utils.utils import name_to_index_mapping
 
     rows = nu.load_table(GOLDEN / "v1.0-mini" / "category.json")

@@ -279,8 +279,7 @@ def test_jpeg_pixels_show_objects_in_their_class_colour(dataset):
 # Official devkit
 
 
-def test_official_devkit_accepts_the_dataset(dataset, tmp_path):
-    pytest.importorskip("nuimages")
+def test_official_devkit_accepts_the_dataset(dataset, tmp_path, nuimages_devkit):
     import matplotlib
 
     matplotlib.use("Agg")
