@@ -14,8 +14,8 @@ The baseline is run on the GT as is (for ``--mode reference-compat``) or on the 
 (for the default mode), so the numbers must be identical; the script checks they are and prints
 the time ratio. Same process, same thread count.
 
-    /work/venv/bin/python bench/eval.py                         # 500 images x 100 detections
-    /work/venv/bin/python bench/eval.py --images 1000 --mode reference-compat
+    python bench/eval.py                         # 500 images x 100 detections
+    python bench/eval.py --images 1000 --mode reference-compat
 
 Target (issue 6): pycocotools time / ours >= 2.
 """

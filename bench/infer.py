@@ -5,14 +5,17 @@ weights_backbone=None, num_classes=11, min_size=900, max_size=1600)`` on the sam
 the same thread count, measured in the same run. Both sides get seeded random weights with BN
 statistics and head scales calibrated on the image (nuimcli/testing/random_weights.py), so they produce
 realistic numbers of proposals and detections; both are timed from a decoded BGR image in memory
-to final outputs at the original size (boxes, scores, labels, masks).
+to final outputs at the original size (boxes, scores, labels, masks). Calibration treats both alike:
+BN statistics of the ResNet body, then every layer after it (FPN and heads) rescaled to the same
+target output scales; the table prints each model's detection count, so a model that finds far
+fewer (cheaper) detections shows.
 
 Latency and batch-2 throughput are measured in one process with the models interleaved round by
 round (so load from other processes hits every model alike); peak RSS is measured per model in
 a fresh subprocess (one single-image and one batch-2 prediction).
 
-    /work/venv/bin/python bench/infer.py                       # R-50 Mask R-CNN vs torchvision, + cascade, HTC
-    /work/venv/bin/python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:cl
+    python bench/infer.py                       # R-50 Mask R-CNN vs torchvision, + cascade, HTC
+    python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:cl
 
 A preset name with ``:cl`` runs the backbone channels-last (``model.backbone.channels_last = True``:
 faster on CPU, equal to float rounding); ``:nchw`` forces the default NCHW. Target (issue 4): mask-rcnn-r50-1x latency / torchvision latency <= 1.0.
@@ -55,7 +58,8 @@ def _make_runner(name: str, img, seed: int) -> Callable[[list], list[int]]:
         with torch.no_grad():
             images, _ = model.transform([to_input(img)])
             calibrate_bn(model.backbone.body, images.tensors)
-            calibrate_heads(model, lambda: model([to_input(img)]))
+            # its FPN lives under backbone.fpn: calibrated like ours (neck.*), only the ResNet body is skipped
+            calibrate_heads(model, lambda: model([to_input(img)]), skip_prefix="backbone.body.")
 
         def run(batch):
             with torch.no_grad():

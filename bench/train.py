@@ -21,8 +21,8 @@ waiting for data (must stay well below the step time with the default workers). 
 sides run alternately ``--rounds`` times and each side's best round counts, so a burst of load
 from other processes does not decide the ratio.
 
-    /work/venv/bin/python bench/train.py                  # 640x360, batch 2, 2 threads, 6 timed steps
-    /work/venv/bin/python bench/train.py --threads 4 --steps 10 --width 800 --height 450
+    python bench/train.py                  # 640x360, batch 2, 2 threads, 6 timed steps
+    python bench/train.py --threads 4 --steps 10 --width 800 --height 450
 """
 
 from __future__ import annotations
