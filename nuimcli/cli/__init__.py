@@ -2,7 +2,9 @@
 
 Modules here only parse arguments and render results (rich tables, ``--json``); the work
 is done by the library (``nuimcli.data``, ``nuimcli.models``, ``nuimcli.engine``, ``nuimcli.zoo``).
-:func:`main` turns a :class:`~nuimcli.errors.UserError` into a one-line message and exit code 2.
+:func:`main` turns a :class:`~nuimcli.errors.UserError` into a one-line message and exit code 2,
+a :class:`~nuimcli.errors.RunFailed` into one line and exit code 1, and Ctrl-C into the one-line
+``interrupted: kept …`` of :mod:`nuimcli.cli.interrupt` and exit code 130.
 """
 
 from __future__ import annotations
@@ -11,19 +13,34 @@ import sys
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from nuimcli.errors import PartialFailure, UserError
+from nuimcli.errors import Interrupted, PartialFailure, RunFailed, UserError
 from nuimcli.utils.progress import err_console
+
+
+class _NuimGroup(TyperGroup):
+    """The root command group. Typer turns Ctrl-C inside a command into a silent exit 130; here it
+    becomes the :class:`~nuimcli.errors.Interrupted` the command declared, which :func:`main` prints."""
+
+    def invoke(self, ctx):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            from nuimcli.cli import interrupt
+
+            raise interrupt.interrupted() from None
+
 
 app = typer.Typer(
     name="nuim",
+    cls=_NuimGroup,
     help="nuImages instance segmentation: convert, train, eval, predict and the model zoo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
 
 
 def _print_version(value: bool) -> None:
@@ -107,10 +124,13 @@ INVOCATION: list[str] = []
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``nuim`` console script (and ``python -m nuimcli``)."""
+    from nuimcli.cli import interrupt
+
     args = fill_optional_values(expand_multi_value_options(list(sys.argv[1:] if argv is None else argv)))
     INVOCATION[:] = args
-    _register_commands()
+    interrupt.reset()
     try:
+        _register_commands()
         # Standalone mode: typer/click handle --help, usage errors (exit 2) and typer.Exit
         # themselves; our own exceptions pass through to here.
         app(args=args, prog_name="nuim")
@@ -120,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     except PartialFailure as e:
         err_console.print(f"[bold yellow]some items failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+    except RunFailed as e:
+        err_console.print(f"[bold red]failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, Interrupted) as e:
+        stopped = e if isinstance(e, Interrupted) else interrupt.interrupted()
+        err_console.print(f"[bold yellow]interrupted:[/] {escape(str(stopped))}", highlight=False, soft_wrap=True)
+        sys.exit(stopped.exit_code)

@@ -112,10 +112,13 @@ def convert_cmd(
     Writes <out-dir>/<extra-tag>_<version>.json and <out-dir>/semantic_masks/samples/<CAM>/<name>.png.
     Re-running after an interruption repaints only PNGs that are missing or whose inputs changed.
     """
-    from nuimcli.data.convert import default_out_dir
+    from nuimcli.cli.interrupt import on_interrupt
+    from nuimcli.data.convert import SEMANTIC_DIR, default_out_dir
     from nuimcli.utils.paths import check_out_dir
 
-    check_out_dir(out_dir if out_dir is not None else default_out_dir(data_root), "--out-dir")
+    out_path = check_out_dir(out_dir if out_dir is not None else default_out_dir(data_root), "--out-dir")
+    on_interrupt(f"the finished semantic PNGs in {out_path / SEMANTIC_DIR} and the JSON of every finished version",
+                 note="it paints only the missing PNGs")
     summaries = run_convert(data_root, version, out_dir, nproc, extra_tag, quiet=json_out)
     if json_out:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))

@@ -72,9 +72,11 @@ def demo_cmd(
     nproc: int = typer.Option(2, "--nproc", min=0, help="Worker processes for the conversion."),
 ) -> None:
     """Run the whole pipeline on a small synthetic nuImages set: generate, convert, train, evaluate, predict."""
+    from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.utils.paths import check_out_dir
 
     ctx = DemoContext(out=check_out_dir(out, "--out"), nproc=nproc)
+    on_interrupt(f"what the finished steps wrote under {out}", resumes=False, note="the demo runs every step again")
     for name, step in DEMO_STEPS:
         t0 = time.perf_counter()
         err_console.print(f"[bold]demo:[/] {name} …")

@@ -85,10 +85,12 @@ def eval_cmd(
     from nuimcli.engine.coco_metrics import evaluate_results
     from nuimcli.engine.evaluate import default_ann_file
     from nuimcli.utils.io import atomic_write_json
+    from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.utils.paths import check_out_dir, make_out_dir
 
     if out is not None:
         check_out_dir(out, "--out")  # now, not after the whole evaluation
+    on_interrupt("nothing" + (" (metrics.json and results.json are written at the end)" if out else ""), resumes=False)
     ann = ann_file or default_ann_file(data_root)
     if not ann.is_file():
         hint = "" if ann_file else " (write it with `nuim convert`, or pass --ann-file)"

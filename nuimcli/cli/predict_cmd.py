@@ -131,9 +131,12 @@ def predict_cmd(
 
     import nuimcli
     from nuimcli.engine.predict import expand_inputs, predict_files
+    from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.utils.paths import check_out_dir
 
     check_out_dir(out, "--out")  # before the model is loaded (or downloaded)
+    on_interrupt(f"the pictures and JSON files already written to {out}", resumes=False,
+                 note="it predicts every input again")
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from nuimcli.cli import INVOCATION, app
-from nuimcli.errors import UserError
+from nuimcli.cli.interrupt import on_interrupt, same_command
+from nuimcli.errors import Interrupted, UserError
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console
 
@@ -67,6 +68,9 @@ def train_cmd(
         load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
         workers=workers, evaluate=not no_eval,
     )
+    has_checkpoint = (opts.work_dir / "latest.pth").exists
+    on_interrupt(lambda: _kept_checkpoints(opts.work_dir),
+                 lambda: resume_command(preset, opts) if has_checkpoint() else same_command(), resumes=has_checkpoint)
     env_world = world_from_env()
     if env_world is not None and env_world.size > 1:
         if gpus != 1:
@@ -92,15 +96,20 @@ def train_cmd(
     else:
         result = train(p, opts)
     if result.interrupted:
-        err_console.print(f"[yellow]interrupted[/] at iteration {result.global_iter}: saved "
-                          f"{escape(str(result.checkpoint))}; continue with `{escape(resume_command(preset, opts))}`",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        raise Interrupted(f"{result.checkpoint} (saved at iteration {result.global_iter})", resume_command(preset, opts))
     last = result.history[-1] if result.history else None
     summary = f"done: {result.global_iter} iterations, {result.epoch} epoch(s); checkpoint {result.checkpoint}"
     if last:
         summary += f"; last loss {last['loss']:.4f}"
     err_console.print(summary)
+
+
+def _kept_checkpoints(work_dir: Path) -> str:
+    """What an interrupted run leaves in its work dir, for the one-line 'interrupted' message."""
+    latest = work_dir / "latest.pth"
+    if latest.exists():
+        return f"the checkpoints in {work_dir} (latest.pth -> {latest.resolve().name})"
+    return f"nothing yet in {work_dir} (a checkpoint is written at the end of each epoch and on a clean stop)"
 
 
 def _spawn(p, opts, gpus: int) -> None:

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nuimcli import zoo
+from nuimcli import download, zoo
 from nuimcli.cli import app
+from nuimcli.cli.interrupt import on_interrupt
 from nuimcli.download import DownloadError
 from nuimcli.errors import EXIT_PARTIAL, PartialFailure, UserError
 from nuimcli.utils.progress import err_console, stdout_console
@@ -92,6 +93,8 @@ def download_command(
     results = []
     for i, e in enumerate(chosen, 1):
         was_there = e.downloaded and not force
+        on_interrupt(f"{sum(r['ok'] for r in results)} finished file(s) and the partial download "
+                     f"{download.part_path(e.path)}", note="each download resumes where it stopped")
         if not json_out:
             err_console.print(f"[{i}/{len(chosen)}] {e.name}", highlight=False)
         try:
