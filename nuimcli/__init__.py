@@ -22,16 +22,18 @@ CLASSES = (
 )
 
 
-def load(name_or_path, preset=None, device="cpu"):
+def load(name_or_path, preset=None, device="cpu", trust_checkpoint=False):
     """Load a detector ready for inference: ``nuimcli.load(name_or_path).predict(images)``.
 
     ``name_or_path`` is a checkpoint file (ours, a released mmdetection3d nuImages file, or any
     mmdet file of a preset's architecture) or a zoo name (a preset with a released checkpoint,
     downloaded and verified on first use). ``preset`` names the preset when the file cannot tell
     (a foreign mmdet checkpoint). Returns a :class:`nuimcli.models.detector.Detector` in eval mode
-    on ``device``; its ``predict`` takes BGR uint8 arrays or image paths.
+    on ``device``; its ``predict`` takes BGR uint8 arrays or image paths. Files are read with
+    ``torch.load(weights_only=True)``; one that also pickles Python objects (which could run
+    code) is read only when a preset names it (its SHA-256) or ``trust_checkpoint`` is True.
     """
     # Imported here so `import nuimcli` (and the CLI's startup) stays light: no torch import.
     from nuimcli.models.checkpoints import load_detector
 
-    return load_detector(name_or_path, preset_name=preset, device=device)
+    return load_detector(name_or_path, preset_name=preset, device=device, trust=trust_checkpoint)

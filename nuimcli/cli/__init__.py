@@ -60,6 +60,11 @@ def _root(
     """nuImages instance segmentation: convert, train, eval, predict and the model zoo."""
 
 
+#: Help of ``--trust-checkpoint`` (train, eval, predict): see nuimcli.models.checkpoints._torch_load.
+TRUST_HELP = ("Read a checkpoint that pickles Python objects besides tensors (loading them can run code) although "
+              "no preset names it (by SHA-256). Only for files whose origin you trust.")
+
+
 # Options that, as in the reference tools (argparse nargs='+'), take several values after one
 # flag: `--version v1.0-train v1.0-val`. Click needs the flag repeated; main() rewrites argv.
 MULTI_VALUE_OPTIONS = {"--version"}

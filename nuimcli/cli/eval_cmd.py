@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nuimcli.cli import app
+from nuimcli.cli import TRUST_HELP, app
 from nuimcli.errors import UserError
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console, stdout_console
@@ -77,6 +77,7 @@ def eval_cmd(
     device: str = typer.Option(AUTO, "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
 ) -> None:
     """COCO box and mask AP (AP50, AP75, S/M/L, AR@100, per class) of a checkpoint on the val split.
 
@@ -107,7 +108,8 @@ def eval_cmd(
             metrics = evaluate_results(results_file, ann, reference_compat=reference_compat)
         doc = {"results_file": str(results_file), "ann_file": str(ann), **metrics.to_dict()}
     else:
-        got = _run_model(checkpoint, preset, data_root, ann, reference_compat, batch_size, device, threads, seed)
+        got = _run_model(checkpoint, preset, data_root, ann, reference_compat, batch_size, device, threads, seed,
+                         trust_checkpoint)
         if got is None:  # a non-zero rank under torchrun
             return
         doc, results = got
@@ -125,7 +127,8 @@ def eval_cmd(
 
 
 def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Path, reference_compat: bool,
-               batch_size: int, device: str, threads: Optional[int], seed: int) -> Optional[tuple[dict, list]]:
+               batch_size: int, device: str, threads: Optional[int], seed: int,
+               trust_checkpoint: bool = False) -> Optional[tuple[dict, list]]:
     import torch
 
     import nuimcli
@@ -145,7 +148,7 @@ def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Pat
     try:
         if world is not None and world.distributed:
             checkpoint = _resolve_on_rank0(checkpoint, world.rank)
-        model = nuimcli.load(checkpoint, preset=preset, device=device)
+        model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
         out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
     finally:
         if world is not None and world.distributed:

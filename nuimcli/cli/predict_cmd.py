@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nuimcli.cli import app
+from nuimcli.cli import TRUST_HELP, app
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.errors import PartialFailure, UserError
 from nuimcli.utils.progress import err_console, stdout_console
@@ -122,6 +122,7 @@ def predict_cmd(
                                        "(presets with a semantic head)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
 ) -> None:
     """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
 
@@ -146,7 +147,7 @@ def predict_cmd(
         raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
                         "give image files, folders or glob patterns")
     name, preset_name = resolve_model_file(checkpoint, preset)
-    model = nuimcli.load(name, preset=preset_name, device=device)
+    model = nuimcli.load(name, preset=preset_name, device=device, trust_checkpoint=trust_checkpoint)
     if show_semantic and not model.has_semantic_head:
         raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")

@@ -9,9 +9,9 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from nuimcli.cli import INVOCATION, app
+from nuimcli.cli import INVOCATION, TRUST_HELP, app
 from nuimcli.cli.interrupt import on_interrupt, same_command
-from nuimcli.errors import Interrupted, UserError
+from nuimcli.errors import Interrupted, RunFailed, UserError
 from nuimcli.utils.device import AUTO, resolve_device
 from nuimcli.utils.progress import err_console
 
@@ -50,6 +50,10 @@ def train_cmd(
                                   "real total batch."),
     log_interval: int = typer.Option(50, "--log-interval", min=1, help="Iterations per log.jsonl line."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the end-of-epoch evaluation."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard scalars to "
+                                     "<work-dir>/tf_logs (needs the tensorboard package)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP + " Applies to --resume, "
+                                          "--load-from and --pretrained."),
 ) -> None:
     """Train a preset (the mmdetection3d nuImages recipe), on CPU, one GPU or many (DDP)."""
     from nuimcli.engine.distributed import world_from_env
@@ -66,7 +70,7 @@ def train_cmd(
         data_root=data_root, train_ann=train_ann, val_ann=val_ann, semantic_root=semantic_root,
         device=device, seed=seed, amp=amp, threads=threads, max_iters=max_iters, resume=resume,
         load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
-        workers=workers, evaluate=not no_eval,
+        workers=workers, evaluate=not no_eval, tensorboard=tensorboard, trust_checkpoint=trust_checkpoint,
     )
     has_checkpoint = (opts.work_dir / "latest.pth").exists
     on_interrupt(lambda: _kept_checkpoints(opts.work_dir),
@@ -119,10 +123,11 @@ def _spawn(p, opts, gpus: int) -> None:
         launch(p, opts, gpus)
     except Exception as e:  # torch.multiprocessing re-raises a child's error with its traceback text
         text = str(e)
-        for kind in ("UserError", "CheckpointMismatch", "DownloadError"):
+        for kind in ("UserError", "CheckpointMismatch", "DownloadError", "TrainingDiverged"):
             marker = f"{kind}: "
             if marker in text:
-                raise UserError(text.rsplit(marker, 1)[1].strip().splitlines()[0]) from None
+                line = text.rsplit(marker, 1)[1].strip().splitlines()[0]
+                raise (RunFailed if kind == "TrainingDiverged" else UserError)(line) from None
         raise
 
 

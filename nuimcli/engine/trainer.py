@@ -38,16 +38,18 @@ import yaml
 from torch import nn
 
 from nuimcli.engine.distributed import World, barrier, reduce_mean
-from nuimcli.errors import UserError
+from nuimcli.errors import RunFailed, UserError
 from nuimcli.presets import Preset
 from nuimcli.utils.io import atomic_write_text
 from nuimcli.utils.progress import err_console
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN or infinite (exit code 1: the run started but failed)."""
+class TrainingDiverged(RunFailed):
+    """The loss became NaN or infinite (exit code 1: the run started but failed).
 
-    exit_code = 1
+    The message names the iteration, the loss term, what to try and the last good checkpoint;
+    nothing is saved from the diverged weights.
+    """
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainOptions:
     evaluate: bool = True
     progress: bool = True
     tensorboard: bool = True
+    trust_checkpoint: bool = False  #: read resume / load_from / pretrained files holding Python objects
     check_files: bool = True
     callbacks: list = field(default_factory=list)  #: fn(trainer, log_vars) after every iteration
 
@@ -235,6 +238,7 @@ class Trainer:
         self.history: list[dict] = []
         self.evaluations: list[dict] = []
         self._tb = None
+        self.last_good_checkpoint: Optional[Path] = None  #: saved or resumed from by this run
 
     # ------------------------------------------------------------------ setup
 
@@ -330,8 +334,11 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.work_dir / "tf_logs"))
-            except Exception:  # tensorboard not installed: scalars are optional
+            except Exception as e:  # scalars are optional, but say once why there are none
                 self._tb = None
+                why = ("the tensorboard package is not installed (pip install tensorboard)"
+                       if isinstance(e, ImportError) else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                self._log(f"TensorBoard off: {why}; --no-tensorboard turns it off without this note")
 
     def _resolve_device(self, device: str) -> torch.device:
         d = torch.device(device)
@@ -354,12 +361,12 @@ class Trainer:
         source = self.opts.pretrained or init.pretrained_url
         if source:
             path = self._fetch(source, "ImageNet backbone", "--pretrained PATH (a local file)")
-            report = load_backbone_pretrained(self.model.backbone, path)
+            report = load_backbone_pretrained(self.model.backbone, path, trust=self.opts.trust_checkpoint)
             self._log(f"backbone initialised from {path} ({report.counts()} keys)")
         load_from = self.opts.load_from or init.load_from
         if load_from:
             path = self._fetch(load_from, "load_from detector", "--load-from PATH (a local file)", zoo_names=True)
-            report = load_partial(self.model, path)
+            report = load_partial(self.model, path, trust=self.opts.trust_checkpoint)
             skipped = report.skipped
             self._log(f"weights loaded from {path}" + (f"; {len(skipped)} tensors of a different shape or "
                                                         f"missing were left at their initial values" if skipped else ""))
@@ -417,12 +424,13 @@ class Trainer:
                             extra={"nuim_train_state": self._train_state()})
             _point_latest(self.work_dir / "latest.pth", path)
         barrier()
+        self.last_good_checkpoint = path
         return path
 
     def _maybe_resume(self) -> bool:
         if not self.opts.resume:
             return False
-        from nuimcli.models.checkpoints import load_state_dict_strict
+        from nuimcli.models.checkpoints import load_checkpoint, load_state_dict_strict
 
         if self.opts.resume == "latest":
             path = self.work_dir / "latest.pth"
@@ -432,11 +440,10 @@ class Trainer:
             path = Path(self.opts.resume)
             if not path.is_file():
                 raise UserError(f"{path}: checkpoint to resume from not found")
-        try:
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as e:  # a truncated or foreign file
-            raise UserError(f"{path}: cannot read the checkpoint ({str(e).splitlines()[0]})") from None
-        state = ckpt.get("nuim_train_state") if isinstance(ckpt, dict) else None
+        # weights_only: a resume file holds tensors and plain containers only (see rng_state);
+        # one that pickles anything else is refused unless --trust-checkpoint.
+        ckpt = load_checkpoint(path, trust=self.opts.trust_checkpoint)
+        state = ckpt.get("nuim_train_state")
         if state is None or "optimizer" not in ckpt:
             raise UserError(f"{path}: not a nuim training checkpoint (no optimizer/train state); "
                             f"use --load-from to start from its weights instead")
@@ -457,6 +464,7 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
         set_rng_state(state["rng"])
+        self.last_good_checkpoint = path
         self._log(f"resumed from {path} at epoch {self.epoch + 1}, iteration {self.global_iter}")
         return True
 
@@ -489,11 +497,8 @@ class Trainer:
         with ctx:
             losses = self.wrapped(batch)
         total, log_vars = parse_losses(losses)
-        if not math.isfinite(log_vars["loss"]) and self.scaler is None:
-            raise TrainingDiverged(
-                f"loss is {log_vars['loss']} at epoch {self.epoch + 1}, iteration {self.global_iter + 1} "
-                f"({', '.join(f'{k}={v:.4g}' for k, v in log_vars.items())}); try a lower lr "
-                f"(--set schedule.lr=...) or gradient clipping (--set schedule.grad_clip=35)")
+        if not math.isfinite(log_vars["loss"]) and self.scaler is None:  # (AMP's scaler skips such steps itself)
+            raise self._diverged(log_vars)
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.preset.schedule.grad_clip
         if self.scaler is not None:
@@ -509,6 +514,22 @@ class Trainer:
                 log_vars["grad_norm"] = float(nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], clip))
             self.optimizer.step()
         return log_vars
+
+    def _diverged(self, log_vars: dict[str, float]) -> TrainingDiverged:
+        """The one-line error for a non-finite loss: where, which term, what to try, what is kept."""
+        terms = [k for k, v in log_vars.items() if "loss" in k and k != "loss" and not math.isfinite(v)]
+        term = terms[0] if terms else "loss"
+        s = self.preset.schedule
+        tries = [f"a lower lr (--set schedule.lr={s.lr / 2:g})",
+                 f"a longer warm-up (--set schedule.warmup_iters={max(2 * s.warmup_iters, 500)})"]
+        if not s.grad_clip:
+            tries.append("gradient clipping (--set schedule.grad_clip=35)")
+        kept = (f"the last good checkpoint is kept: {self.last_good_checkpoint} (continue from it with --resume "
+                f"{self.last_good_checkpoint} and the new settings)" if self.last_good_checkpoint is not None
+                else "no checkpoint was saved before it")
+        return TrainingDiverged(
+            f"training diverged at iteration {self.global_iter + 1} (epoch {self.epoch + 1}): {term} is "
+            f"{log_vars.get(term)}; try {', '.join(tries[:-1])} or {tries[-1]}; {kept}")
 
     def _set_lr(self) -> float:
         lr = lr_at(self.base_lr, self.preset.schedule, self.global_iter, self.epoch)
@@ -708,6 +729,8 @@ class _Display:
 
     def stop(self) -> None:
         self.live.stop()
+        if not self.live.console.is_terminal:  # Live ends its last line only on a terminal
+            self.live.console.line()
 
     def update(self, log_vars: dict, lr: float) -> None:
         t = self.trainer

@@ -49,7 +49,18 @@ class CheckpointMismatch(UserError):
 # --------------------------------------------------------------------------- reading
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
+TRUST_FLAG = "--trust-checkpoint"
+
+
+def _torch_load(path: Path, map_location: Any, trust: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code.
+
+    Some published mmdet files pickle Python objects in ``meta`` (numpy scalars, ...) that the safe
+    loader refuses. Unpickling those can run any code, so the full unpickler is used only for a
+    file the presets name (its SHA-256 starts with a released, ``load_from`` or backbone file's
+    hash, see :func:`known_file_hashes`) or when the user vouches for it (``trust``, the CLI's
+    ``--trust-checkpoint``); otherwise a one-line :class:`UserError` says so.
+    """
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint file")
     if path.is_dir():
@@ -59,15 +70,41 @@ def _torch_load(path: Path, map_location: Any) -> Any:
     except pickle.UnpicklingError as e:
         if "weights_only" not in str(e):
             raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
-        # Some mmdet files pickle extra Python objects in `meta` (numpy scalars, ...), which the
-        # safe loader refuses; fall back to the full unpickler as mmcv does.
-        warnings.warn(f"{path}: checkpoint holds non-tensor Python objects; loading it with the full unpickler")
     except Exception as e:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+    if not trust:
+        from nuimcli.download import sha256_file
+
+        digest = sha256_file(path)
+        if not any(digest.startswith(h) for h in known_file_hashes()):
+            raise UserError(
+                f"{path}: refused: besides tensors it holds Python objects, and loading those can run code; "
+                f"it is not a file the presets name (sha256 {digest[:8]}…); pass {TRUST_FLAG} only if you trust "
+                f"where it came from"
+            )
+    warnings.warn(f"{path}: checkpoint holds non-tensor Python objects; loading it with the full unpickler")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def known_file_hashes() -> set[str]:
+    """SHA-256 prefixes (lower-case hex) of every file a preset names: released checkpoints
+    (``release.hash8``), COCO ``load_from`` detectors and ImageNet backbones (the hash in their
+    published names, as mmdet's ``publish_model`` and torch.hub write them)."""
+    from nuimcli.download import hash_prefix_from_name
+
+    out: set[str] = set()
+    for name in list_presets():
+        p = load_preset(name)
+        urls = [p.init.load_from, p.init.pretrained_url]
+        if p.release is not None:
+            urls.append(p.release.checkpoint_url)
+            if p.release.hash8:
+                out.add(p.release.hash8.lower())
+        out.update(h.lower() for h in map(hash_prefix_from_name, filter(None, urls)) if h)
+    return out
 
 
 def _first_line(e: BaseException) -> str:
@@ -98,14 +135,15 @@ def normalise_state_dict(state_dict: Mapping[str, Any]) -> "OrderedDict[str, tor
     return out
 
 
-def load_checkpoint(path_or_dict: PathOrDict, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path_or_dict: PathOrDict, map_location: Any = "cpu", trust: bool = False) -> dict[str, Any]:
     """Read an mmdet checkpoint (or a bare state dict, or a ``{'model': ...}`` training file)
     into ``{'state_dict', 'meta', ...}``.
 
     ``state_dict`` is normalised (:func:`normalise_state_dict`); ``meta`` is ``{}`` when the file
     has none. Other top-level entries (``optimizer``, training state) are passed through
     untouched for resuming; model loading ignores them. A missing, damaged or non-checkpoint
-    file raises a one-line :class:`UserError` naming it.
+    file raises a one-line :class:`UserError` naming it. A file holding Python objects besides
+    tensors is read only when the presets name it or ``trust`` is set (see :func:`_torch_load`).
     """
     source = "<checkpoint dict>"
     if isinstance(path_or_dict, Mapping):
@@ -113,7 +151,7 @@ def load_checkpoint(path_or_dict: PathOrDict, map_location: Any = "cpu") -> dict
     else:
         path = Path(path_or_dict)
         source = str(path)
-        ckpt = _torch_load(path, map_location)
+        ckpt = _torch_load(path, map_location, trust=trust)
     if not isinstance(ckpt, Mapping):
         raise UserError(f"{source}: not a checkpoint (holds a {type(ckpt).__name__}, expected a dict of tensors)")
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
@@ -223,7 +261,7 @@ def load_state_dict_strict(
     model.load_state_dict(sd, strict=True)
 
 
-def load_partial(model: nn.Module, checkpoint: PathOrDict, source: Optional[str] = None) -> LoadReport:
+def load_partial(model: nn.Module, checkpoint: PathOrDict, source: Optional[str] = None, trust: bool = False) -> LoadReport:
     """Non-strict load, as mmcv's ``load_checkpoint(strict=False)`` (for ``load_from`` files).
 
     Tensors whose shape differs from the model's (e.g. 81-class COCO classifiers) are skipped
@@ -233,7 +271,7 @@ def load_partial(model: nn.Module, checkpoint: PathOrDict, source: Optional[str]
     model = _unwrap(model)
     if not isinstance(checkpoint, Mapping) and source is None:
         source = str(checkpoint)
-    sd = load_checkpoint(checkpoint)["state_dict"]
+    sd = load_checkpoint(checkpoint, trust=trust)["state_dict"]
     report = compare_state_dict(model, sd)
     bad = {k for k, _, _ in report.mismatched}
     model.load_state_dict(OrderedDict((k, v) for k, v in sd.items() if k not in bad and k not in report.unexpected), strict=False)
@@ -242,7 +280,7 @@ def load_partial(model: nn.Module, checkpoint: PathOrDict, source: Optional[str]
     return report
 
 
-def load_backbone_pretrained(backbone: nn.Module, path: PathOrDict) -> LoadReport:
+def load_backbone_pretrained(backbone: nn.Module, path: PathOrDict, trust: bool = False) -> LoadReport:
     """Load ImageNet weights into a :class:`~nuimcli.models.backbones.ResNet`, non-strictly.
 
     Accepts torchvision ResNet files (``conv1.weight``, ``layer1.0.conv1.weight``, ...; the
@@ -251,7 +289,7 @@ def load_backbone_pretrained(backbone: nn.Module, path: PathOrDict) -> LoadRepor
     Returns the report (``ignored`` lists the dropped classifier keys).
     """
     source = None if isinstance(path, Mapping) else str(path)
-    sd = load_checkpoint(path)["state_dict"]
+    sd = load_checkpoint(path, trust=trust)["state_dict"]
     if any(k.startswith("backbone.") for k in sd):
         sd = OrderedDict((k[len("backbone.") :], v) for k, v in sd.items() if k.startswith("backbone."))
     ignored = [k for k in sd if k.startswith("fc.")]
@@ -353,12 +391,14 @@ def preset_for_checkpoint(
 
 
 def load_detector(
-    name_or_path: Union[str, os.PathLike], preset_name: Optional[str] = None, device: Union[str, torch.device] = "cpu"
+    name_or_path: Union[str, os.PathLike], preset_name: Optional[str] = None, device: Union[str, torch.device] = "cpu",
+    trust: bool = False,
 ) -> "Detector":
     """Build the model a checkpoint needs, load it strictly, put it in eval mode on ``device``.
 
     ``name_or_path``: a checkpoint file, a zoo name (a preset with a released file, fetched
     and verified by :func:`nuimcli.zoo.resolve_checkpoint`; that preset is used) or a URL.
+    ``trust``: read a file that holds Python objects besides tensors even when no preset names it.
     """
     from nuimcli.models.build import build_model
 
@@ -379,7 +419,7 @@ def load_detector(
         path = Path(resolve_checkpoint(text))  # zoo name or URL: downloaded and hash-checked
         if preset_name is None and text in list_presets():
             preset_name = text
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, trust=trust)
     preset = preset_for_checkpoint(path, preset_name, checkpoint=ckpt)
     model = build_model(preset)
     load_state_dict_strict(model, ckpt["state_dict"], preset.name, source=str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nuimcli.cli import main
@@ -46,3 +48,27 @@ def test_root_version_option(capsys):
 
     code, out, err = nuim(capsys, "--version")
     assert code == 0 and out.strip() == f"nuim {nuimcli.__version__}"
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "--checkpoint", "{evil}", "--ann-file", "{ann}"],
+    ["predict", "{img}", "--checkpoint", "{evil}", "--out", "{out}"],
+])
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(args, tmp_path, monkeypatch, capsys):
+    import cv2
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # tests/evil_checkpoint.py
+    from evil_checkpoint import write_evil_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = write_evil_checkpoint(tmp_path / "evil.pth", marker)
+    ann = tmp_path / "val.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": []}')
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), np.zeros((20, 30, 3), np.uint8))
+    subst = {"{evil}": str(evil), "{ann}": str(ann), "{img}": str(img), "{out}": str(tmp_path / "out")}
+    code, _, err = nuim(capsys, *[subst.get(a, a) for a in args])
+    assert code == 2, err
+    assert err.startswith(f"error: {evil}: refused: ") and "--trust-checkpoint" in err
+    assert len(err.strip().splitlines()) == 1 and not marker.exists()

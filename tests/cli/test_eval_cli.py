@@ -138,7 +138,7 @@ def test_model_run_writes_results_that_evaluate_the_same(tmp_path, capsys, monke
         cv2.imwrite(str(tmp_path / f"samples/CAM_FRONT/img{i}.png"), img)
     seen = {}
 
-    def fake_load(name, preset=None, device="cpu"):
+    def fake_load(name, preset=None, device="cpu", trust_checkpoint=False):
         seen.update(name=name, preset=preset, device=device)
         return Oracle(ann)
 

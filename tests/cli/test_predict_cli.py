@@ -48,7 +48,7 @@ def fake_load(monkeypatch):
 
     calls = []
 
-    def load(name, preset=None, device="cpu"):
+    def load(name, preset=None, device="cpu", trust_checkpoint=False):
         calls.append((name, preset, device))
         return Known(preset or "mask-rcnn-r18-tiny")
 

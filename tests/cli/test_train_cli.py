@@ -110,3 +110,67 @@ def test_resume_command_repeats_the_invocation(monkeypatch):
     assert train_cmd.resume_command("mask-rcnn-r18-tiny", None) == (
         "nuim train mask-rcnn-r18-tiny --data-root 'my data' --work-dir wd --set data.samples_per_gpu=1 "
         "--resume latest")
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--load-from"])
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(flag, data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # tests/evil_checkpoint.py
+    from evil_checkpoint import write_evil_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = write_evil_checkpoint(tmp_path / "evil.pth", marker)
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir",
+                    str(tmp_path / "w"), "--device", "cpu", "--no-tensorboard", flag, str(evil), *SMALL)
+    assert r.returncode == 2, r.stderr
+    assert f"{evil}: refused: " in r.stderr and "--trust-checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_a_diverging_run_is_one_line_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from nuimcli.engine import trainer
+    from nuimcli.presets import load_preset
+
+    real = trainer.parse_losses
+    calls = []
+
+    def nan_at_third_step(losses):
+        calls.append(1)
+        if len(calls) == 3:
+            losses = {**losses, "loss_cls": losses["loss_cls"] * float("nan")}
+        return real(losses)
+
+    monkeypatch.setattr(trainer, "parse_losses", nan_at_third_step)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    work = tmp_path / "w"
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir", str(work),
+                    "--device", "cpu", "--threads", "1", "--max-iters", "5", *SMALL)
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    s = load_preset("mask-rcnn-r18-tiny").schedule
+    assert line.startswith(f"failed: training diverged at iteration 3 (epoch 3): loss_cls is nan; try a lower lr "
+                           f"(--set schedule.lr={s.lr / 2:g})")
+    assert f"a longer warm-up (--set schedule.warmup_iters={max(2 * s.warmup_iters, 500)})" in line
+    assert line.endswith(f"the last good checkpoint is kept: {work / 'epoch_2.pth'} (continue from it with "
+                         f"--resume {work / 'epoch_2.pth'} and the new settings)")
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_1.pth", "epoch_2.pth", "latest.pth"]
+    assert (work / "latest.pth").resolve().name == "epoch_2.pth"
+    assert r.stderr.count("TensorBoard off: the tensorboard package is not installed") == 1
+
+
+def test_tensorboard_flag(monkeypatch, tmp_path, capsys):
+    from nuimcli.engine import trainer
+
+    seen = []
+
+    def train(preset, opts, world=None):
+        seen.append(opts.tensorboard)
+        return trainer.TrainResult(1, 1, False, tmp_path / "epoch_1.pth", [], [])
+
+    monkeypatch.setattr(trainer, "train", train)
+    for flag, expected in (("--tensorboard", True), ("--no-tensorboard", False)):
+        r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--work-dir", str(tmp_path), "--device", "cpu", flag)
+        assert r.returncode == 0, r.stderr
+    assert seen == [True, False]

@@ -199,7 +199,7 @@ def test_diverging_loss_is_reported(tmp_path):
 
     from nuimcli.engine.trainer import TrainingDiverged
 
-    with pytest.raises(TrainingDiverged, match="loss is nan"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at iteration 1 \(epoch 1\): loss_box is nan; try a lower lr"):
         Trainer(toy_preset(), opts(tmp_path, ann), model=Nan()).run()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,12 +80,42 @@ def test_renames_old_dcn_offset_keys():
     assert keys == ["backbone.layer2.0.conv2.conv_offset.weight", "backbone.layer2.0.conv2.conv_offset.bias"]
 
 
-def test_meta_with_python_objects_falls_back_to_full_unpickler(tmp_path):
+def test_meta_with_python_objects_needs_a_known_hash_or_trust(tmp_path, monkeypatch):
+    from nuimcli.download import sha256_file
+
     m = Tiny()
-    torch.save({"meta": {"seed": np.int64(3)}, "state_dict": m.state_dict()}, tmp_path / "np.pth")
+    path = tmp_path / "np.pth"
+    torch.save({"meta": {"seed": np.int64(3)}, "state_dict": m.state_dict()}, path)
+    with pytest.raises(UserError, match=r"np\.pth: refused: .*Python objects.*--trust-checkpoint"):
+        load_checkpoint(path)
     with pytest.warns(UserWarning, match="non-tensor"):
-        c = load_checkpoint(tmp_path / "np.pth")
+        c = load_checkpoint(path, trust=True)  # the user vouches for it
     assert int(c["meta"]["seed"]) == 3
+    # a file the presets name (a released / load_from / backbone file: its SHA-256 prefix) is read as mmcv reads it
+    monkeypatch.setattr(ck, "known_file_hashes", lambda: {sha256_file(path)[:8]})
+    with pytest.warns(UserWarning, match="non-tensor"):
+        assert int(load_checkpoint(path)["meta"]["seed"]) == 3
+
+
+def test_known_file_hashes_cover_released_load_from_and_backbone_files():
+    from nuimcli.models.checkpoints import known_file_hashes
+
+    known = known_file_hashes()
+    assert {"e99f5182", "3e542a40", "19c8e357", "5891d200"} <= known  # row 1, a COCO load_from, two backbones
+
+
+def test_a_crafted_pickle_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # tests/evil_checkpoint.py
+    from evil_checkpoint import write_evil_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = write_evil_checkpoint(tmp_path / "evil.pth", marker)
+    with pytest.raises(UserError, match="refused"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    with pytest.warns(UserWarning):
+        load_checkpoint(evil, trust=True)
+    assert marker.exists()  # what --trust-checkpoint allows: the file's code ran
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty", "missing", "list", "no_state_dict"])
