@@ -177,10 +177,7 @@ def test_check_rehashes_what_is_downloaded(fake_zoo):
 def _tiny_model():
     from nuimcli.models.build import build_model
 
-    try:
-        return build_model(load_preset("mask-rcnn-r18-tiny"))
-    except NotImplementedError as e:  # the model core is being wired by its owners
-        pytest.skip(f"build_model not available yet: {e}")
+    return build_model(load_preset("mask-rcnn-r18-tiny"))
 
 
 def test_check_loads_strictly_and_catches_a_wrong_state_dict(server, tmp_path, monkeypatch):
@@ -220,10 +217,7 @@ def test_check_a_row_architecture_generated_by_build_model(tmp_path, monkeypatch
     from nuimcli.models.checkpoints import save_checkpoint
 
     preset = load_preset("mask-rcnn-r50-1x")
-    try:
-        model = build_model(preset)
-    except NotImplementedError as e:
-        pytest.skip(f"build_model not available yet: {e}")
+    model = build_model(preset)
     mirror = tmp_path / "mirror"
     tmp_file = tmp_path / "r50.pth"
     save_checkpoint(tmp_file, model, preset)

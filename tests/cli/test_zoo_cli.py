@@ -153,10 +153,7 @@ def test_check_loads_into_the_preset_model(server, tmp_path, monkeypatch, capsys
     from nuimcli.models.checkpoints import save_checkpoint
     from nuimcli.presets import load_preset
 
-    try:
-        model = build_model(load_preset("mask-rcnn-r18-tiny"))
-    except NotImplementedError as e:
-        pytest.skip(f"build_model not available yet: {e}")
+    model = build_model(load_preset("mask-rcnn-r18-tiny"))
     f = tmp_path / "tiny.pth"
     save_checkpoint(f, model, load_preset("mask-rcnn-r18-tiny"))
     data = f.read_bytes()
