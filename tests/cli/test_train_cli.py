@@ -174,3 +174,20 @@ def test_tensorboard_flag(monkeypatch, tmp_path, capsys):
         r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--work-dir", str(tmp_path), "--device", "cpu", flag)
         assert r.returncode == 0, r.stderr
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("text, lr", [("1e-4", 1e-4), ("1e6", 1e6), ("0.01", 0.01)])
+def test_set_takes_every_number_form(text, lr, monkeypatch, tmp_path, capsys):
+    from nuimcli.engine import trainer
+
+    seen = []
+
+    def train(preset, opts, world=None):
+        seen.append(preset.schedule.lr)
+        return trainer.TrainResult(1, 1, False, tmp_path / "epoch_1.pth", [], [])
+
+    monkeypatch.setattr(trainer, "train", train)
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--work-dir", str(tmp_path), "--device", "cpu",
+                    "--set", f"schedule.lr={text}")
+    assert r.returncode == 0, r.stderr
+    assert seen == [lr]
