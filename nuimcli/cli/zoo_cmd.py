@@ -93,8 +93,9 @@ def download_command(
     results = []
     for i, e in enumerate(chosen, 1):
         was_there = e.downloaded and not force
-        on_interrupt(f"{sum(r['ok'] for r in results)} finished file(s) and the partial download "
-                     f"{download.part_path(e.path)}", note="each download resumes where it stopped")
+        part, done = download.part_path(e.path), sum(r["ok"] for r in results)
+        on_interrupt(lambda part=part, done=done: f"{done} finished file(s)" + (
+            f" and the partial download {part}" if part.exists() else ""), note="each download resumes where it stopped")
         if not json_out:
             err_console.print(f"[{i}/{len(chosen)}] {e.name}", highlight=False)
         try:

@@ -142,13 +142,15 @@ def test_zoo_download(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NUIM_HOME", str(tmp_path / "home"))
 
     def download_entry(entry, **kwargs):
+        entry.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{entry.path}.part").write_bytes(b"first bytes")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(zoo, "download_entry", download_entry)
     code, _, err = nuim(capsys, "zoo", "download", "mask-rcnn-r50-1x")
     line = one_interrupted_line(err)
     part = f"{zoo.get_entry('mask-rcnn-r50-1x').path}.part"
-    assert code == 130 and f"the partial download {part}" in line
+    assert code == 130 and f"kept 0 finished file(s) and the partial download {part}" in line
     assert "continue with `nuim zoo download mask-rcnn-r50-1x` (each download resumes where it stopped)" in line
 
 
