@@ -31,6 +31,21 @@ def nuimages_devkit():
     return pytest.importorskip("nuimages", reason="nuscenes-devkit not installed (pip install '.[test,devkit]')")
 
 
+def learning_seeds() -> list[int]:
+    """Seeds the learning tests run with: ``0`` in CI; ``NUIM_LEARNING_SEEDS=0-4`` (or ``1,5,9``) by hand
+    runs every learning test once per seed, to measure its margin (each prints its figures)."""
+    spec = os.environ.get("NUIM_LEARNING_SEEDS", "0").strip()
+    if "-" in spec:
+        lo, hi = spec.split("-", 1)
+        return list(range(int(lo), int(hi) + 1))
+    return [int(v) for v in spec.split(",") if v.strip()]
+
+
+def pytest_generate_tests(metafunc):
+    if "learning_seed" in metafunc.fixturenames:
+        metafunc.parametrize("learning_seed", learning_seeds())
+
+
 def pytest_collection_modifyitems(config, items):
     # every test that uses the devkit is selectable with `pytest -m devkit`
     for item in items:

@@ -6,6 +6,7 @@ a later step (train, evaluate, predict) is added by appending ``("name", functio
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +146,9 @@ def step_predict(ctx: DemoContext) -> Any:
     from nuimcli.engine.predict import predict_files
 
     out = ctx.out / "predictions"
-    images = sorted((ctx.data_root / "samples").rglob("*.jpg"))[:4]
-    # nuim predict's default threshold
+    val = json.loads((ctx.ann_dir / "nuimages_v1.0-val.json").read_text())
+    # images the model never trained on: the val split's key frames, in the file's order
+    images = [ctx.data_root / im["file_name"] for im in val["images"][:DEMO_PREDICT_IMAGES]]
     items = predict_files(ctx.results["model"], [str(p) for p in images], out, score_thr=DEMO_SCORE_THR)
     drawn = sum(i.num_detections for i in items if i.ok)
     ctx.lines.append(f"prediction pictures + JSON ({len(items)} images, {drawn} detections ≥ {DEMO_SCORE_THR}): {out}")
@@ -154,6 +156,8 @@ def step_predict(ctx: DemoContext) -> Any:
 
 
 DEMO_SCORE_THR = 0.3
+#: val key frames the demo draws its predictions on.
+DEMO_PREDICT_IMAGES = 4
 
 DEMO_STEPS.append(("eval", step_eval))
 DEMO_STEPS.append(("predict", step_predict))

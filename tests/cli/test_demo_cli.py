@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,11 @@ def test_demo_runs_all_steps_end_to_end(tmp_path, capsys, monkeypatch):
     assert "val AP after the short demo training: box" in stdout
     pictures = sorted((out / "predictions").glob("*.jpg"))
     assert len(pictures) == 4
+    val = json.loads((out / "data" / "nuimages" / "annotations" / "nuimages_v1.0-val.json").read_text())
+    train = json.loads((out / "data" / "nuimages" / "annotations" / "nuimages_v1.0-train.json").read_text())
+    val_names = {Path(im["file_name"]).stem for im in val["images"]}
+    assert {p.stem for p in pictures} <= val_names  # drawn on images the model did not train on
+    assert not val_names & {Path(im["file_name"]).stem for im in train["images"]}
     for pic in pictures:
         doc = json.loads(pic.with_suffix(".json").read_text())
         assert doc["width"] == 384 and doc["height"] == 216

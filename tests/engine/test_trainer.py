@@ -387,30 +387,35 @@ OVERFIT_ITERS = 70
 
 
 @pytest.mark.slow
-def test_tiny_preset_overfits_synthetic_images(tmp_path):
-    """The tiny preset, as shipped, learns 4 synthetic images: loss halves and box AP50 >= 0.5."""
+def test_tiny_preset_overfits_synthetic_images(tmp_path, learning_seed):
+    """The tiny preset, as shipped, learns 4 synthetic images: loss halves and box AP50 >= 0.5.
+
+    Margins (``NUIM_LEARNING_SEEDS=0-4 pytest -s -m slow tests/engine/test_trainer.py``; seed = data,
+    model init and sampling): see CHANGELOG for the worst value over the seeds.
+    """
     from nuimcli.data.convert import convert
     from nuimcli.data.synthetic import generate_nuimages
     from nuimcli.engine.evaluate import evaluate_detector
     from nuimcli.models.build import build_model
 
     root = tmp_path / "nuim"
-    generate_nuimages(root, version="v1.0-train", num_samples=4, width=384, height=216, seed=1,
+    generate_nuimages(root, version="v1.0-train", num_samples=4, width=384, height=216, seed=1 + learning_seed,
                       sweeps_per_sample=0, objects_per_image=(2, 5), null_mask_fraction=0.0)
     convert(root, ["v1.0-train"], nproc=0)
     # Only the schedule length changes: the run must not reach the preset's lr steps.
     preset = load_preset("mask-rcnn-r18-tiny", ["schedule.epochs=1000", "schedule.lr_steps=[999]"])
-    torch.manual_seed(0)
+    torch.manual_seed(learning_seed)
     model = build_model(preset)
-    threads = torch.get_num_threads()
     res = Trainer(preset, TrainOptions(work_dir=tmp_path / "work", data_root=root, progress=False, log_interval=1,
-                                       tensorboard=False, max_iters=OVERFIT_ITERS, evaluate=False),
+                                       tensorboard=False, max_iters=OVERFIT_ITERS, evaluate=False,
+                                       seed=learning_seed),
                   model=model).run()
-    torch.set_num_threads(threads)
     losses = [h["loss"] for h in res.history]
     assert len(losses) == OVERFIT_ITERS
     start = losses[0]
     end = float(np.mean(losses[-5:]))
-    assert end <= 0.5 * start, (start, end)
     metrics = evaluate_detector(model, root / "annotations" / "nuimages_v1.0-train.json", root, progress=False)
+    print(f"\nLEARNING overfit seed={learning_seed}: loss end/start {end / start:.3f} (threshold 0.5), "
+          f"bbox_mAP_50 {metrics['bbox_mAP_50']:.3f} (threshold 0.5)")
+    assert end <= 0.5 * start, (start, end)
     assert metrics["bbox_mAP_50"] >= 0.5, metrics
