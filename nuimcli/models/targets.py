@@ -3,13 +3,15 @@
 Pure functions over tensors, following mmdet 2.x (v2 box convention: width = x2 - x1, no +1):
 ``MaxIoUAssigner``, ``RandomSampler``, ``mask_target``, the border rule of ``AnchorHead`` and
 the losses' element-wise parts. (IoU, anchors and the delta coder live in :mod:`boxes`.) Randomness only comes from an explicit
-``torch.Generator`` so that a training step can be replayed exactly (resume, DDP checks).
+``torch.Generator`` so that a training step can be replayed exactly (resume, DDP checks), or,
+inside :func:`fixed_sampling`, from no randomness at all (the training-parity fixture).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -119,7 +121,32 @@ class SamplingResult:
         return torch.cat([self.pos_bboxes, self.neg_bboxes])
 
 
+#: ``choose(gallery [K] int64, num) -> [num] int64``: the subset a sampler keeps when it has more
+#: candidates than it needs. None = uniformly at random (the training behaviour).
+Chooser = Callable[[Tensor, int], Tensor]
+_fixed_choice: Optional[Chooser] = None
+
+
+@contextlib.contextmanager
+def fixed_sampling(choose: Chooser) -> Iterator[None]:
+    """Within the block, :func:`random_sample` keeps ``choose(gallery, num)`` instead of a random subset.
+
+    For comparing losses with mmdet, whose ``RandomSampler.random_choice`` draws from the global
+    RNG in its own order: both sides are given the same deterministic rule instead, so they
+    sample the same anchors and RoIs. Every sampler of a training step (RPN and each R-CNN
+    stage) goes through it. Not thread-safe; restores the previous rule on exit.
+    """
+    global _fixed_choice
+    previous, _fixed_choice = _fixed_choice, choose
+    try:
+        yield
+    finally:
+        _fixed_choice = previous
+
+
 def _random_choice(gallery: Tensor, num: int, generator: Optional[torch.Generator]) -> Tensor:
+    if _fixed_choice is not None:
+        return _fixed_choice(gallery, num)
     perm = torch.randperm(gallery.numel(), generator=generator)[:num].to(gallery.device)
     return gallery[perm]
 
