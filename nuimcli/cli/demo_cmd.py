@@ -103,7 +103,7 @@ def step_train(ctx: DemoContext) -> Any:
     preset = load_preset("mask-rcnn-r18-tiny")
     work = ctx.out / "work_dirs" / preset.name
     opts = TrainOptions(work_dir=work, data_root=ctx.data_root, device="cpu", max_iters=DEMO_TRAIN_ITERS,
-                        log_interval=3, evaluate=False)
+                        log_interval=3, evaluate=False, tensorboard=False)
     result = train(preset, opts)
     table = Table(title="demo training: mask-rcnn-r18-tiny (log.jsonl)")
     for col in ("iter", "loss", "rpn cls", "rpn box", "cls", "box", "mask", "lr"):

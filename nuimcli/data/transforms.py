@@ -79,15 +79,22 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float], to_r
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise UserError(f"image of shape {tuple(img.shape)}: expected H x W x 3")
-    out = img.astype(np.float32)  # always a copy
     # mmdet 2.x stores mean/std as float32 before mmcv widens them to float64; going through
     # float32 here too keeps 1/std identical to the last bit (58.395 is not exact in float32).
-    mean64 = np.asarray(mean, dtype=np.float32).astype(np.float64).reshape(1, -1)
-    stdinv = 1.0 / np.asarray(std, dtype=np.float32).astype(np.float64).reshape(1, -1)
-    if to_rgb:
-        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, out)
-    cv2.subtract(out, mean64, out)
-    cv2.multiply(out, stdinv, out)
+    mean64 = np.asarray(mean, dtype=np.float32).astype(np.float64)
+    stdinv = 1.0 / np.asarray(std, dtype=np.float32).astype(np.float64)
+    # Not cv2.subtract/multiply with a (1, 3) "scalar" as mmcv does: OpenCV 4 computes that in
+    # float64 but OpenCV 5 in float32 (1 ulp off), and OpenCV 5 reads it as an array for a 1x1
+    # image (normalising nothing). float64, then one rounding to float32, is OpenCV 4's result:
+    # for uint8 images that is a 256-entry table per channel, applied with cv2.LUT (fast).
+    if img.dtype == np.uint8:
+        lut = ((np.arange(256, dtype=np.float64)[:, None] - mean64) * stdinv).astype(np.float32)
+        src = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
+        return cv2.LUT(np.ascontiguousarray(src), lut.reshape(1, 256, 3))
+    out = (img[..., ::-1] if to_rgb else img).astype(np.float64)
+    np.subtract(out, mean64, out=out)
+    np.multiply(out, stdinv, out=out)
+    out = out.astype(np.float32)
     return out
 
 

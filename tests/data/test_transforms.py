@@ -59,6 +59,22 @@ def test_normalize_matches_mmdet2_to_the_last_bit():
                                   np.float32(-1.6127232)]
 
 
+def test_normalize_is_the_same_for_every_dtype_and_size():
+    # uint8 goes through a lookup table, other dtypes through float64 arithmetic: same bits; a
+    # 1x1 image is normalised too (OpenCV 5 read the (1, 3) mean as an array for it)
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for mean, std, rgb in (([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], True),
+                           ([103.53, 116.28, 123.675], [1.0, 1.0, 1.0], False)):
+        a = normalize(img, mean, std, rgb)
+        assert a.dtype == np.float32 and a.shape == img.shape
+        assert np.array_equal(a, normalize(img.astype(np.float32), mean, std, rgb))
+        assert np.array_equal(a[:1, :1], normalize(img[:1, :1].copy(), mean, std, rgb))
+    small = np.array([[[0, 128, 255], [37, 201, 99]]], np.uint8)  # known answers (mmcv on OpenCV 4)
+    out = normalize(small, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375], to_rgb=True)
+    assert out.tolist() == [[[np.float32(2.2489083), np.float32(0.2051821), np.float32(-1.8044444)],
+                             [np.float32(-0.42255336), np.float32(1.4831933), np.float32(-1.1595643)]]]
+
+
 def test_pad_batch_bottom_right_to_multiple():
     a = torch.ones(3, 33, 40)
     b = torch.full((3, 20, 70), 2.0)
