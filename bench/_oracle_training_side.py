@@ -3,7 +3,8 @@
 Training losses of real mmdet on the batch and weights that ``bench/training_parity.py`` wrote
 to WORK (``weights.pth``: our state dict, mmdet names; ``batch.pt``: images, metas, GT, the
 full-size semantic map; ``setup.json``: architecture and channel sizes). Writes WORK/oracle.pt:
-every loss term plus diagnostics (RPN proposals, sampled counts of every sampler call).
+every loss term plus diagnostics (RPN proposals, sampled counts of every sampler call,
+(gallery size, num) of every random choice).
 
     ORACLE_PY bench/_oracle_training_side.py WORK
 
@@ -102,7 +103,13 @@ def main():
         samples.append([int(r.pos_inds.numel()), int(r.neg_inds.numel()), int(r.pos_is_gt.sum())])
         return r
 
-    RandomSampler.random_choice = lambda self, gallery, num: even_choice(gallery, num)
+    choices = []  # (gallery size, num) of every random_choice call, in call order
+
+    def random_choice(self, gallery, num):
+        choices.append([int(gallery.numel()), int(num)])
+        return even_choice(gallery, num)
+
+    RandomSampler.random_choice = random_choice
     RandomSampler.sample = sample
     proposals = []
     orig_lp = model.rpn_head.loss_and_predict
@@ -116,7 +123,7 @@ def main():
     with torch.no_grad():
         losses = model.loss(batch["images"], data_samples(batch))
     out = {k: float(sum(v) if isinstance(v, (list, tuple)) else v) for k, v in losses.items()}
-    torch.save({"losses": out, "proposals": proposals, "samples": samples}, f"{work}/oracle.pt")
+    torch.save({"losses": out, "proposals": proposals, "samples": samples, "choices": choices}, f"{work}/oracle.pt")
 
 
 if __name__ == "__main__":

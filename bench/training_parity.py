@@ -76,8 +76,14 @@ def recording():
         training.random_sample = orig
 
 
-def our_losses(model, batch) -> tuple[dict[str, float], list, list]:
-    with recording() as (samples, proposals), torch.no_grad(), fixed_sampling(P.even_choice):
+def our_losses(model, batch) -> tuple[dict[str, float], list, list, list]:
+    choices = []
+
+    def choose(gallery, num):
+        choices.append([int(gallery.numel()), int(num)])
+        return P.even_choice(gallery, num)
+
+    with recording() as (samples, proposals), torch.no_grad(), fixed_sampling(choose):
         get = model.rpn_head.get_proposals
 
         def get_proposals(*a, **k):
@@ -90,7 +96,7 @@ def our_losses(model, batch) -> tuple[dict[str, float], list, list]:
             losses = {k: float(v) for k, v in model.loss(batch).items()}
         finally:
             del model.rpn_head.get_proposals
-    return losses, samples, proposals
+    return losses, samples, proposals, choices
 
 
 def rel(a: float, b: float) -> float:
@@ -119,7 +125,7 @@ def stability(model, batch, base: dict[str, float], samples: list, draws: int) -
                 with torch.no_grad():
                     for p in model.parameters():
                         p.mul_(1 + 1e-12 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-            losses, s, _ = our_losses(model, batch)
+            losses, s, _, _ = our_losses(model, batch)
         finally:
             torch.set_num_threads(threads)
             model.load_state_dict(state)
@@ -144,16 +150,17 @@ def family(name: str, oracle: Path, draws: int) -> dict:
                  "backbone_channels": list(model.backbone.out_channels)}
         (work / "setup.json").write_text(json.dumps(setup))
         theirs = run_oracle(oracle, work)
-    ours, samples, proposals = our_losses(model, batch)
+    ours, samples, proposals, choices = our_losses(model, batch)
 
     print(f"== {name} ({preset_name} / {arch}, {time.perf_counter() - t0:.0f} s)")
     for i, (a, b) in enumerate(zip(proposals, theirs["proposals"])):
         diff = float((a - b).abs().max()) if a.shape == b.shape else float("inf")
         print(f"  proposals img{i}: ours {tuple(a.shape)} mmdet {tuple(b.shape)} max|diff| {diff:.2e}")
-    same = samples == theirs["samples"]
-    print(f"  sampler calls (pos, neg, gt) {'identical' if same else 'DIFFER'}: ours {samples}")
+    same = samples == theirs["samples"] and choices == theirs["choices"]
+    print(f"  sampler calls (pos, neg, gt) and choices (gallery, num) {'identical' if same else 'DIFFER'}:")
+    print(f"    ours  {samples}\n          {choices}")
     if not same:
-        print(f"                                      mmdet {theirs['samples']}")
+        print(f"    mmdet {theirs['samples']}\n          {theirs['choices']}")
     worst = 0.0
     for k in sorted(theirs["losses"]):
         o = ours.get(k, float("nan"))
@@ -174,6 +181,7 @@ def family(name: str, oracle: Path, draws: int) -> dict:
             "losses": theirs["losses"],
             "num_proposals": [int(p.shape[0]) for p in theirs["proposals"]],
             "sampler_calls_pos_neg_gt": theirs["samples"],
+            "choice_calls_gallery_num": theirs["choices"],
         },
     }
 

@@ -36,11 +36,18 @@ def test_fixture_matches_the_parity_setup():
 
 @pytest.mark.parametrize("family", sorted(P.FAMILIES))
 def test_losses_equal_mmdet(family):
-    expected = FIXTURE["families"][family]["losses"]
+    entry = FIXTURE["families"][family]
+    expected = entry["losses"]
     preset = P.parity_preset(family)
     batch, _ = P.parity_batch(preset, FIXTURE["seed"])
     model = P.parity_model(preset, batch, FIXTURE["seed"])
-    with torch.no_grad(), fixed_sampling(P.even_choice):
+    choices = []  # (gallery size, num) of every draw: same galleries = same proposals and assignments
+
+    def choose(gallery, num):
+        choices.append([int(gallery.numel()), int(num)])
+        return P.even_choice(gallery, num)
+
+    with torch.no_grad(), fixed_sampling(choose):
         ours = {k: float(v) for k, v in model.loss(batch).items()}
 
     assert set(ours) == set(expected)
@@ -50,7 +57,12 @@ def test_losses_equal_mmdet(family):
         rows.append(f"{k:18s} ours {ours[k]:.7f}  mmdet {expected[k]:.7f}  rel {rel:.1e}")
         if rel > RTOL:
             bad.append(k)
-    assert not bad, f"{family}: {bad} differ from mmdet by more than {RTOL} relative\n" + "\n".join(rows)
+    same_draws = choices == entry["choice_calls_gallery_num"]
+    assert not bad and same_draws, (
+        f"{family}: {bad} differ from mmdet by more than {RTOL} relative\n" + "\n".join(rows)
+        + f"\nsampler draws (gallery, num) {'same as' if same_draws else 'DIFFER from'} mmdet's:\n"
+        f"  ours  {choices}\n  mmdet {entry['choice_calls_gallery_num']}\n"
+        "(a deliberate change to nuimcli/testing/ (weights, batch) needs bench/training_parity.py rerun)")
 
 
 def test_fixed_sampling_is_scoped():
