@@ -7,7 +7,8 @@ builds the fixed batch and the seeded, calibrated small model of
 computes our losses under ``fixed_sampling(even_choice)``. It prints, per family:
 
 * the RPN proposals of both sides (count per image, max abs difference);
-* the (positives, negatives, GT proposals) of every sampler call, which must be identical;
+* the (positives, negatives, GT proposals) of every sampler call and the (gallery size, num)
+  of every draw, which must be identical;
 * every loss term, ours vs mmdet, with the relative difference (target: <= 1e-4);
 * a stability check: our losses again with another thread count and with every weight
   multiplied by (1 + 1e-12 * N(0, 1)) (several draws); the fixture is only written when every
@@ -16,7 +17,7 @@ computes our losses under ``fixed_sampling(even_choice)``. It prints, per family
 Why float64 (both sides): a training step is full of discrete decisions (top-k and NMS of the
 proposals, IoU thresholds, the argmax behind ``acc``), and with random weights some of them
 sit within 1e-6 of flipping: in float32, merely running on one thread instead of two moved a
-loss term by 2e-4 (a different proposal, hence different negatives). Weights regenerated on
+loss term by 2e-4, and a 1e-7 weight perturbation flipped an argmax (acc by 1.5e-3). Weights regenerated on
 another machine, through the calibration forward passes, differ at the 1e-7 level in float32
 but ~1e-15 in float64, which no decision here is that close to. The loss formulas do not
 depend on the dtype; our code still computes the R-CNN boxes and the losses in float32.

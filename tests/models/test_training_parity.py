@@ -7,6 +7,8 @@ mmdet 3.3.0 with mmdet 2.x's semantic-loss averaging) on the batch and seeded we
 rebuilt from the seeds and our losses computed under
 :func:`~nuimcli.models.targets.fixed_sampling` with the same rule, so both sides train on the
 same proposals and the same sampled anchors and RoIs; each term must agree to 1e-4 relative.
+Models and images are float64, so that weights rebuilt on another machine make the same
+discrete decisions (why: :mod:`nuimcli.testing.training_parity`).
 """
 
 from __future__ import annotations
