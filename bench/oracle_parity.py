@@ -15,10 +15,16 @@ and compare:
   the model from preprocessing differences (mmdet 3.3 normalises in torch, 2.x with mmcv).
 
 Targets (issue 4): boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99, all matched.
+Detections are reported as "matched M/T" with T counting every detection of either side that
+found no partner too (the box / score / IoU figures are over the matched pairs), per
+architecture and, on the last lines, over all of them.
 
-    /work/venv/bin/python bench/oracle_parity.py --same-input          # all 10 architectures, 1600x900
-    /work/venv/bin/python bench/oracle_parity.py --same-input --arch mask-rcnn_r50_fpn_1x_nuim --width 1000 --height 700
-    /work/venv/bin/python bench/oracle_parity.py --features-only       # backbone + FPN only
+    .venv/bin/python bench/oracle_parity.py --same-input          # all 10 architectures, 1600x900
+    .venv/bin/python bench/oracle_parity.py --same-input --arch mask-rcnn_r50_fpn_1x_nuim --width 1000 --height 700
+    .venv/bin/python bench/oracle_parity.py --features-only       # backbone + FPN only
+    .venv/bin/python bench/oracle_parity.py --same-input --width 400 --height 240 --set data.test_scale=[320,192]
+
+The committed CI fixtures (tests/models/test_parity.py) come from bench/make_parity_fixtures.py.
 
 Needs the oracle venv (``bash /work/shared/oracle/setup.sh``; ``--oracle-python`` to point at it).
 The project never imports mmdet; this script only runs the oracle as a subprocess.
@@ -84,9 +90,15 @@ def preprocess(img: np.ndarray, preset) -> torch.Tensor:
     return pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))], d.size_divisor)
 
 
-def run_oracle(python: Path, arch: str, ckpt: Path, image: Path, out_json: Path, feats: Path) -> float:
+def run_oracle(python: Path, arch: str, ckpt: Path, image: Path, out_json: Path, feats: Path,
+               test_scale: tuple[int, int] = (1600, 900)) -> float:
     t0 = time.perf_counter()
-    cmd = [str(python), str(ORACLE_PREDICT), arch, str(ckpt), str(image), "--out", str(out_json), "--dump-features", str(feats)]
+    args = [arch, str(ckpt), str(image), "--out", str(out_json), "--dump-features", str(feats)]
+    if tuple(test_scale) == (1600, 900):
+        cmd = [str(python), str(ORACLE_PREDICT)] + args
+    else:  # the oracle's config says 1600x900; _oracle_side.py replaces it
+        side = Path(__file__).resolve().parent / "_oracle_side.py"
+        cmd = [str(python), str(side), "--predict-at", str(test_scale[0]), str(test_scale[1])] + args
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -157,6 +169,17 @@ def compare_detections(pred, theirs: list[dict], match_px: float = 2.0) -> dict:
         masks_below_099=int(sum(i < 0.99 for i in ious)),
         worst_mask_xor_union=[worst[1], worst[2]],
     )
+
+
+def _matched(d: dict) -> str:
+    """"matched/total" where total counts every detection of either side: an unmatched one of
+    ours or of mmdet's shows (the box/score/IoU figures are over matched pairs only)."""
+    total = d["matched"] + d["unmatched_theirs"] + d["unmatched_ours"]
+    return f"{d['matched']}/{total} (ours {d['ours']}, mmdet {d['theirs']})"
+
+
+def _total(ds: list[dict]) -> dict:
+    return {k: sum(d[k] for d in ds) for k in ("matched", "unmatched_theirs", "unmatched_ours", "ours", "theirs")}
 
 
 def preprocessing_check(model, preset, img: np.ndarray, image_path: Path, args, work: Path) -> float:
@@ -245,7 +268,8 @@ def check_arch(arch: str, preset_name: str, image_path: Path, img: np.ndarray, a
     ckpt = work / f"{arch}.pth"
     save_checkpoint(ckpt, model, preset)
     out_json, feats_npz = work / f"{arch}.json", work / f"{arch}.npz"
-    t_oracle = run_oracle(args.oracle_python, arch, ckpt, image_path, out_json, feats_npz)
+    t_oracle = run_oracle(args.oracle_python, arch, ckpt, image_path, out_json, feats_npz,
+                          tuple(preset.data.test_scale))
     theirs_feats = dict(np.load(feats_npz))
     with torch.no_grad():
         c = model.backbone(x)
@@ -314,7 +338,7 @@ def main() -> None:
         if "detections" in r:
             d = r["detections"]
             line += (
-                f" | dets ours {d['ours']} mmdet {d['theirs']} matched {d['matched']}"
+                f" | dets matched {_matched(d)}"
                 f" | max box {d['max_box_px']:.2e}px score {d['max_score']:.2e} min mask IoU {d['min_mask_iou']:.4f}"
                 f" ({d['masks_below_099']} below 0.99; worst: {d['worst_mask_xor_union'][0]} px differ of {d['worst_mask_xor_union'][1]})"
             )
@@ -324,10 +348,16 @@ def main() -> None:
             d = si["detections"]
             print(f"    preprocessing vs mmcv imrescale+imnormalize+pad: max abs {r['preprocess_vs_mmcv_max_abs']:.1e}")
             print(f"    same input: proposals ours {si['proposals_ours']} mmdet {si['proposals_theirs']} max abs {si['proposals_max_abs']:.2e} score {si['proposals_max_score']:.2e}"
-                  f" | dets matched {d['matched']}/{d['theirs']} max box {d['max_box_px']:.2e}px score {d['max_score']:.2e}"
+                  f" | dets matched {_matched(d)} max box {d['max_box_px']:.2e}px score {d['max_score']:.2e}"
                   f" min mask IoU {d['min_mask_iou']:.4f}")
         for k, (a, rel) in r["features"].items():
             print(f"    {k:12s} max abs {a:.3e}  rel {rel:.3e}")
+    for key, label in (("detections", "end to end"), ("same_input", "same input")):
+        ds = [r[key] if key == "detections" else r[key]["detections"] for r in results if key in r]
+        if ds:
+            print(f"ALL {len(ds)} architectures, {label}: detections matched {_matched(_total(ds))}"
+                  f" | max box {max(d['max_box_px'] for d in ds):.2e}px score {max(d['max_score'] for d in ds):.2e}"
+                  f" min mask IoU {min(d['min_mask_iou'] for d in ds):.4f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if tmp is not None:

@@ -76,8 +76,12 @@ def randomize(model: nn.Module, seed: int = 0, dcn_offset_std: float = 0.02) -> 
 
 
 @torch.no_grad()
-def calibrate_bn(module: nn.Module, x: torch.Tensor) -> None:
-    """Set every BN's running mean/var to the batch statistics of its input on ``x`` (in forward order)."""
+def calibrate_bn(module: nn.Module, x: torch.Tensor):
+    """Set every BN's running mean/var to the batch statistics of its input on ``x`` (in forward order).
+
+    Returns the module's output on ``x``, which is already the calibrated module's output (each
+    BN's statistics are set just before it runs, in eval mode).
+    """
     from torchvision.ops.misc import FrozenBatchNorm2d  # torchvision's detectors use it
 
     hooks = []
@@ -93,7 +97,7 @@ def calibrate_bn(module: nn.Module, x: torch.Tensor) -> None:
     was_training = module.training
     module.eval()
     try:
-        module(x)
+        return module(x)
     finally:
         for h in hooks:
             h.remove()

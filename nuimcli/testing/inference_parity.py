@@ -1,0 +1,588 @@
+"""Oracle parity: rebuild a seeded, calibrated model, trace its intermediate tensors, compare.
+
+Shared by ``tests/models/test_parity.py`` (which compares against committed fixtures made with
+the real mmdet) and ``bench/make_parity_fixtures.py`` (which makes them), so both build the
+weights through the same code path. Nothing here imports mmdet.
+
+What is traced (:func:`trace`), all before any discrete decision where possible, because a
+tensor compared before NMS shows a numeric drift long before it flips a detection:
+
+* ``rpn_boxes`` / ``rpn_scores`` / ``rpn_levels``: the RPN candidates handed to NMS (per level
+  top ``nms_pre`` by score, decoded, clipped, small boxes dropped), network-input frame;
+* ``proposals`` ``[K, 5]``: the RPN output (x1, y1, x2, y2, score);
+* ``stage{s}_cls`` ``[K, C + 1]``: box-head logits of every RoI stage; ``stage{s}_rois``
+  ``[K, 4]`` (s >= 1): the RoIs stage ``s`` sees (the previous stage's regressed boxes);
+* ``roi_boxes`` ``[K, 4C or 4]`` / ``roi_scores`` ``[K, C + 1]``: the last stage's decoded boxes
+  (original frame) and softmax scores handed to the per-class NMS;
+* ``semantic`` ``[S, H/8, W/8]``: HTC's semantic logits (when the model has the head);
+* the final :class:`~nuimcli.models.detector.Prediction`.
+
+The RoI stages can be fed given proposals (the oracle's) so that their rows line up with the
+oracle's one for one; otherwise an RPN difference would shuffle every later tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nuimcli.data.transforms import pad_batch
+from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize
+
+# Final detections: the tolerances of issue 12.
+BOX_TOL_PX = 0.01
+SCORE_TOL = 1e-4
+MASK_IOU_MIN = 0.99
+THIN_BOX_PX = 2.0  # masks of boxes narrower or lower than this may be set aside
+# Tensors before NMS and the RoI stages: twice the final tolerances. Two machines sum float32
+# convolutions in different orders; with the calibrated weights below, running the backbone
+# channels-last instead of NCHW (another summation order) moves the RPN candidates by up to
+# 3e-3 px, stage scores by 3e-5, final boxes by 7e-4 px and scores by 5e-6.
+PRE_NMS_BOX_TOL_PX = 0.02
+PRE_NMS_SCORE_TOL = 2e-4
+SEMANTIC_REL_TOL = 1e-4  # of the semantic logits' largest magnitude (measured: 4e-6)
+# "Within a hair": a candidate whose score is this close to a top-k cut or a score threshold,
+# or a mask pixel whose probability is this close to the mask threshold (measured noise of the
+# mask probabilities: 4e-5), may fall either way on another machine: set aside, counted.
+TIE_TOL = SCORE_TOL
+MASK_TIE = 5e-4
+
+
+# --------------------------------------------------------------------------- the model
+# A ResNet whose residual branches are as strong as its identity path, with random weights, is
+# chaotic: a 1e-6 relative change of the input moves ResNet-101's C5 by 6e-4, so two machines'
+# float rounding would move boxes by hundredths of a pixel. Scaling each block's last BN by
+# 0.25 (trained ResNets have weak residual branches too; cf. zero-init-residual) brings that
+# gain from ~600 to ~20.
+RESIDUAL_SCALE = 0.25
+
+
+def calibration_rois(img_shape: Sequence[int]) -> torch.Tensor:
+    """Fixed RoIs ``[N, 5]`` (batch index 0) on which the box and mask heads are calibrated.
+
+    Boxes of 3 aspect ratios and 2 sizes (32 and 128 px, so the FPN levels P2 and P3 are both
+    used) centred on a 2 x 2 grid over the image, clipped to it: 24 RoIs, enough for a std
+    estimate (every mask head runs on them, ~10 ms per RoI on 2 cores). Fixed rather than the
+    model's own proposals or detections: calibrating on those would make the weights depend on
+    which candidates win a top-k cut, so a float difference at the 1e-7 level between two
+    machines could redraw the head scales by percents.
+    """
+    h, w = (float(v) for v in img_shape[:2])
+    boxes = []
+    for cy in ((np.arange(2) + 0.5) / 2 * h):
+        for cx in ((np.arange(2) + 0.5) / 2 * w):
+            for size in (32.0, 128.0):
+                for ratio in (0.5, 1.0, 2.0):  # height / width
+                    bw, bh = size / ratio ** 0.5, size * ratio ** 0.5
+                    boxes.append((max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0),
+                                  min(cx + bw / 2, w), min(cy + bh / 2, h)))
+    b = torch.tensor(boxes, dtype=torch.float32)
+    return torch.cat([b.new_zeros((len(b), 1)), b], dim=1)
+
+
+class BackboneCache:
+    """Calibrated backbones shared between architectures.
+
+    :func:`~nuimcli.testing.random_weights.randomize` draws the backbone's weights first, so
+    two presets with the same backbone block and seed get identical backbone weights, hence
+    identical BN statistics and C2..C5 on the same input. The first model with a backbone
+    computes them; later ones check that their weights are the same (fingerprint) and reuse
+    the statistics and outputs (the X-101 64x4d DCN forward alone takes seconds on 2 cores).
+    Holds buffers and outputs only, not weights (a few MB per backbone).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[np.ndarray, dict[str, torch.Tensor], list[torch.Tensor]]] = {}
+
+    @staticmethod
+    def key(preset, seed: int, dcn_offset_std: float, batch: torch.Tensor) -> tuple:
+        """What decides a calibrated backbone: its config, the seed, the DCN offset std, the input."""
+        return (repr(preset.model.backbone), int(seed), float(dcn_offset_std),
+                hashlib.sha1(batch.numpy().tobytes()).hexdigest())
+
+    def get(self, key: tuple, backbone: nn.Module) -> Optional[list[torch.Tensor]]:
+        """Load the cached BN statistics into ``backbone`` and return its outputs, or None."""
+        if key not in self._entries:
+            return None
+        weights, buffers, outputs = self._entries[key]
+        if not np.array_equal(fingerprint(dict(backbone.named_parameters()))[1], weights):
+            raise RuntimeError("backbone weights differ from the cached backbone with the same seed")
+        backbone.load_state_dict(buffers, strict=False)
+        return outputs
+
+    def put(self, key: tuple, backbone: nn.Module, outputs: list[torch.Tensor]) -> None:
+        """Remember a calibrated backbone's statistics and outputs."""
+        buffers = {k: v.clone() for k, v in backbone.named_buffers()}
+        self._entries[key] = (fingerprint(dict(backbone.named_parameters()))[1], buffers, outputs)
+
+
+def calibrated_model(preset_name: str, image: np.ndarray, *, seed: int, test_scale: Sequence[int],
+                     dcn_offset_std: float, cache: Optional[BackboneCache] = None,
+                     channels_last: bool = False) -> tuple[nn.Module, list[torch.Tensor]]:
+    """The preset's detector with seeded random weights calibrated on ``image``, in eval mode,
+    and its backbone outputs C2..C5 on that image.
+
+    Weights come from :func:`~nuimcli.testing.random_weights.randomize` (``seed``), with the
+    residual branches damped by :data:`RESIDUAL_SCALE`; BN statistics are set from a forward of the backbone on ``image`` resized to ``test_scale``
+    (``(long, short)``, replacing the preset's 1600x900 so a small image is not upscaled); the
+    neck and head scales from one pass of the neck, the RPN head and every box and mask stage
+    on :func:`calibration_rois` (no NMS or top-k anywhere, so the weights are a continuous
+    function of the float arithmetic: two machines get them equal to ~1e-5 relative). The
+    global torch RNG is left as it was. ``channels_last`` runs the backbone channels-last (another
+    summation order than mmdet's NCHW: for measuring how far float noise moves the outputs).
+    """
+    from nuimcli.models.build import build_model
+    from nuimcli.presets import load_preset
+
+    long_edge, short_edge = (int(v) for v in test_scale)
+    preset = load_preset(preset_name, [f"data.test_scale=[{long_edge},{short_edge}]"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # build_model's own init; every parameter is redrawn below
+        model = build_model(preset)
+    model.backbone.channels_last = channels_last  # False: mmdet's layout and summation order
+    randomize(model, seed=seed, dcn_offset_std=dcn_offset_std)
+    _damp_residual_branches(model.backbone, RESIDUAL_SCALE)
+    model.eval()
+    batch, meta = network_input(model, image)
+    key = BackboneCache.key(preset, seed, dcn_offset_std, batch) + (channels_last,)
+    c = cache.get(key, model.backbone) if cache is not None else None
+    if c is None:
+        c = list(calibrate_bn(model.backbone, batch))
+        if cache is not None:
+            cache.put(key, model.backbone, c)
+    calibrate_heads(model, lambda: _calibration_forward(model, c, meta))
+    return model, c
+
+
+@torch.no_grad()
+def _damp_residual_branches(backbone: nn.Module, scale: float) -> None:
+    """Multiply the affine weight and bias of every residual block's last BN by ``scale``."""
+    for m in backbone.modules():
+        if hasattr(m, "last_norm") and callable(m.last_norm):
+            bn = m.last_norm()
+            bn.weight.mul_(scale)
+            bn.bias.mul_(scale)
+
+
+@torch.no_grad()
+def _calibration_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: dict) -> None:
+    """Every layer after the backbone once, on fixed RoIs (see :func:`calibrated_model`)."""
+    feats = list(model.neck(list(c)))
+    model.rpn_head(feats)
+    roi = model.roi_head
+    _, semantic_feat = roi.semantic_forward(feats)
+    rois = calibration_rois(meta["img_shape"])
+    for stage in range(roi.num_stages):
+        roi.bbox_forward(stage, feats, rois, semantic_feat)
+    if roi.with_mask:  # the test-time path: every mask head once (HTC: chained by info flow)
+        roi._mask_probs(feats, rois, torch.zeros(len(rois), dtype=torch.long), semantic_feat)
+
+
+@torch.no_grad()
+def _heads_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: dict, proposals: Optional[torch.Tensor] = None):
+    """Detector.simple_test from the backbone outputs on: FPN, RPN, RoI head (one image)."""
+    feats = list(model.neck(list(c)))
+    cls, reg = model.rpn_head(feats)
+    props = model.rpn_head.get_proposals(cls, reg, [meta["img_shape"]])[0]
+    det = model.roi_head.simple_test(feats, [props if proposals is None else proposals], [meta])[0]
+    return props, det
+
+
+def network_input(model: nn.Module, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+    """``(padded input [1, 3, H, W], meta)`` exactly as the model's own predict builds them."""
+    x, meta = model.preprocess(image)
+    return pad_batch([x], model.size_divisor), meta
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], samples: int = 4096) -> tuple[list[str], np.ndarray]:
+    """``(names, [N, 2] float64 (sum, sum of |x|))`` of every floating tensor of a state dict,
+    over at most ~``samples`` evenly strided elements of each (summing all 140M weights of the
+    largest model takes seconds on 2 cores; a redrawn or rescaled tensor shows in any sample).
+
+    Enough to tell "the weights were regenerated differently" from "the model computes
+    differently" without storing the weights.
+    """
+    names, stats = [], []
+    for k, t in tensors.items():
+        if t.is_floating_point():
+            flat = t.detach().reshape(-1)
+            d = flat[:: max(1, flat.numel() // samples)].double()
+            names.append(k)
+            stats.append((float(d.sum()), float(d.abs().sum())))
+    return names, np.asarray(stats, dtype=np.float64).reshape(-1, 2)
+
+
+def fingerprint_diff(names: Sequence[str], stats: np.ndarray, ref_names: Sequence[str],
+                     ref_stats: np.ndarray) -> tuple[float, str]:
+    """Worst relative difference of two fingerprints and the tensor where it is (inf if the
+    names differ)."""
+    if list(names) != list(ref_names):
+        return float("inf"), "state-dict names differ"
+    scale = np.maximum(np.abs(ref_stats[:, 1:2]), 1e-12)  # relative to sum |x|
+    rel = np.abs(stats - ref_stats) / scale
+    i = int(rel.max(1).argmax()) if len(rel) else 0
+    return (float(rel.max()) if len(rel) else 0.0), (names[i] if len(names) else "")
+
+
+# --------------------------------------------------------------------------- tracing
+@dataclass
+class Trace:
+    """Intermediate tensors of one image (see the module docstring); numpy, float32."""
+
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    prediction: object = None
+    meta: dict = field(default_factory=dict)
+    mask_probs: Optional[torch.Tensor] = None  # [N, 28, 28], before pasting
+    mask_boxes: Optional[torch.Tensor] = None  # [N, 4], the boxes they are pasted into
+    mask_thr: float = 0.5
+
+    def mask_ties(self, i: int, hair: float) -> np.ndarray:
+        """bool ``[H, W]``: pixels whose pasted probability for detection ``i`` is within
+        ``hair`` of the mask threshold (pasted as :func:`~nuimcli.models.roi_heads.paste_masks`)."""
+        from nuimcli.models.roi_heads import paste_masks
+
+        h, w = self.prediction.masks.shape[1:]
+        p, b = self.mask_probs[i: i + 1], self.mask_boxes[i: i + 1]
+        lo = paste_masks(p, b, h, w, self.mask_thr - hair)[0]
+        hi = paste_masks(p, b, h, w, self.mask_thr + hair)[0]
+        return (lo & ~hi).numpy()
+
+
+@contextlib.contextmanager
+def _recording(module, attr: str, sink: list) -> Iterator[None]:
+    """Replace ``module.attr`` (a function) by a wrapper that appends its arguments to ``sink``."""
+    orig = getattr(module, attr)
+
+    def wrapper(*args, **kwargs):
+        sink.append(args)
+        return orig(*args, **kwargs)
+
+    setattr(module, attr, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, attr, orig)
+
+
+def _as_list(m) -> list:
+    return list(m) if isinstance(m, nn.ModuleList) else [m]
+
+
+@torch.no_grad()
+def trace(model: nn.Module, image: np.ndarray, backbone_out: Optional[Sequence[torch.Tensor]] = None,
+          proposals: Optional[np.ndarray] = None) -> Trace:
+    """Run ``model`` on ``image`` as ``Detector.predict`` does, keeping the tensors listed in the
+    module docstring.
+
+    Args:
+        backbone_out: C2..C5 of this image if already known (:func:`calibrated_model` returns
+            them); else the backbone runs.
+        proposals: ``[K, 5]`` (network-input frame): run the RoI head on these instead of the
+            model's own proposals (whose RPN tensors are still traced).
+    """
+    from nuimcli.models import roi_heads as roi_mod
+    from nuimcli.models import rpn as rpn_mod
+
+    batch, meta = network_input(model, image)
+    if backbone_out is None:
+        backbone_out = list(model.backbone(batch))
+    rpn_calls: list = []
+    nms_calls: list = []
+    stage_out: list = []
+    stage_rois: list = []
+    semantic: list = []
+    roi_head = model.roi_head
+    hooks = [h.register_forward_hook(lambda m, a, o: stage_out.append(o)) for h in _as_list(roi_head.bbox_head)]
+    hooks += [e.register_forward_pre_hook(lambda m, a: stage_rois.append(a[1]))
+              for e in _as_list(roi_head.bbox_roi_extractor)]
+    if getattr(roi_head, "semantic_head", None) is not None:
+        hooks.append(roi_head.semantic_head.register_forward_hook(lambda m, a, o: semantic.append(o[0])))
+    rpn_out: list = []
+    hooks.append(model.rpn_head.register_forward_hook(lambda m, a, o: rpn_out.append(o[0])))
+    given = None if proposals is None else torch.from_numpy(np.asarray(proposals, np.float32))
+    try:
+        with _recording(rpn_mod, "batched_nms", rpn_calls), _recording(roi_mod, "multiclass_nms", nms_calls):
+            props, det = _heads_forward(model, backbone_out, meta, given)
+    finally:
+        for h in hooks:
+            h.remove()
+    t: dict[str, np.ndarray] = {}
+    boxes, scores, levels = rpn_calls[0][:3]
+    t["rpn_boxes"], t["rpn_scores"] = boxes.numpy(), scores.numpy()
+    t["rpn_levels"] = levels.numpy().astype(np.int8)
+    t["rpn_anchors_per_level"] = np.asarray([c[0].numel() for c in rpn_out[0]], np.int64)
+    t["proposals"] = props.numpy()
+    for s, (cls_s, _) in enumerate(stage_out):
+        t[f"stage{s}_cls"] = cls_s.numpy()
+        if s > 0:
+            t[f"stage{s}_rois"] = stage_rois[s][:, 1:].numpy()
+    t["roi_boxes"], t["roi_scores"] = nms_calls[0][0].numpy(), nms_calls[0][1].numpy()
+    if semantic:
+        t["semantic"] = semantic[0][0].numpy()
+    return Trace(t, model.postprocess(det, meta), meta, det.mask_probs, det.mask_boxes,
+                 getattr(roi_head, "mask_thr_binary", 0.5))
+
+
+# --------------------------------------------------------------------------- comparing
+@dataclass
+class Report:
+    """Worst differences of one architecture against the oracle, set-asides and failures."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def worst(self, key: str, value: float, larger_is_worse: bool = True) -> None:
+        old = self.figures.get(key)
+        if old is None or (value > old if larger_is_worse else value < old):
+            self.figures[key] = float(value)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + int(n)
+
+    def summary(self) -> str:
+        f = self.figures
+        c = self.counts
+        line = (f"dets matched {c.get('matched', 0)}/{c.get('theirs', 0)} (ours {c.get('ours', 0)})"
+                f" | box {f.get('det_box_px', float('nan')):.1e}px score {f.get('det_score', float('nan')):.1e}"
+                f" mask IoU min {f.get('mask_iou_min', float('nan')):.4f} (raw {f.get('mask_iou_raw_min', float('nan')):.4f})"
+                f" | rpn pre-NMS box {f.get('rpn_box_px', float('nan')):.1e}px score {f.get('rpn_score', float('nan')):.1e}"
+                f" | proposals {f.get('proposal_box_px', float('nan')):.1e}px"
+                f" | stages box {f.get('stage_box_px', float('nan')):.1e}px score {f.get('stage_score', float('nan')):.1e}")
+        if "semantic" in f:
+            line += f" | semantic {f['semantic']:.1e}"
+        aside = {k: v for k, v in c.items() if k.startswith("set_aside") and v}
+        line += " | set aside: " + (", ".join(f"{k[10:]} {v}" for k, v in aside.items()) if aside else "none")
+        return line
+
+
+def _box_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise max-abs coordinate difference ``[len(a), len(b)]``."""
+    return np.abs(a[:, None, :4].astype(np.float64) - b[None, :, :4]).max(-1)
+
+
+def _match_sets(rep: Report, key: str, ours_b: np.ndarray, ours_s: np.ndarray, theirs_b: np.ndarray,
+                theirs_s: np.ndarray, cut: Optional[float]) -> None:
+    """Two candidate lists that should be the same set (order may differ among equal scores):
+    each of either side needs a partner with a box within :data:`PRE_NMS_BOX_TOL_PX` and a score
+    within :data:`PRE_NMS_SCORE_TOL`; one without is set aside only if its score is within
+    :data:`PRE_NMS_SCORE_TOL` of ``cut`` (the score at a top-k cut), else a failure."""
+    if len(ours_b) == 0 or len(theirs_b) == 0:
+        if len(ours_b) != len(theirs_b):
+            rep.failures.append(f"{key}: ours {len(ours_b)} vs oracle {len(theirs_b)}")
+        return
+    d = _box_diff(theirs_b, ours_b)
+    ds = np.abs(theirs_s[:, None].astype(np.float64) - ours_s[None, :])
+    # Clipping gives several candidates the same box (the whole image): among equal boxes the
+    # partner is the one with the nearest score.
+    cost = np.where(ds <= PRE_NMS_SCORE_TOL, d + ds, np.inf)
+    for side, c, scores in (("oracle", cost, theirs_s), ("ours", cost.T, ours_s)):
+        j = c.argmin(1)
+        best = (d if side == "oracle" else d.T)[np.arange(len(j)), j]
+        ok = np.isfinite(c.min(1)) & (best <= PRE_NMS_BOX_TOL_PX)
+        rep.worst(f"{key}_box_px", float(best[ok].max()) if ok.any() else 0.0)
+        if ok.any():
+            other = ours_s if side == "oracle" else theirs_s
+            rep.worst(f"{key}_score", float(np.abs(scores[ok] - other[j[ok]]).max()))
+        for i in np.nonzero(~ok)[0]:
+            if cut is not None and abs(float(scores[i]) - cut) <= PRE_NMS_SCORE_TOL:
+                rep.add(f"set_aside_{key}_cut")
+            else:
+                near = float(d.min(0 if side == "ours" else 1)[i])
+                rep.failures.append(f"{key}: {side} candidate {i} (score {float(scores[i]):.6f}) has no partner"
+                                    f" (nearest box {near:.3g} px)")
+
+
+def compare_rpn(rep: Report, ours: dict, theirs: dict, nms_pre: int, anchors_per_level: Sequence[int],
+                max_proposals: int) -> None:
+    """RPN candidates per level (pre-NMS) and the proposals, each compared as sets."""
+    for lvl, n_anchors in enumerate(anchors_per_level):
+        o = ours["rpn_levels"] == lvl
+        t = theirs["rpn_levels"] == lvl
+        ts = theirs["rpn_scores"][t]
+        # Only a level with more anchors than nms_pre has a top-k cut.
+        cut = float(np.sort(ts)[::-1][nms_pre - 1]) if n_anchors > nms_pre and len(ts) >= nms_pre else None
+        _match_sets(rep, "rpn", ours["rpn_boxes"][o], ours["rpn_scores"][o], theirs["rpn_boxes"][t], ts, cut)
+    op, tp = ours["proposals"], theirs["proposals"]
+    cut = float(tp[-1, 4]) if len(tp) == max_proposals else None
+    _match_sets(rep, "proposal", op[:, :4], op[:, 4], tp[:, :4], tp[:, 4], cut)
+
+
+def compare_stages(rep: Report, ours: dict, theirs: dict, scale_factor: Sequence[float]) -> None:
+    """RoI-stage tensors row by row (both sides ran on the oracle's proposals): box-head scores
+    (softmax of the logits) within :data:`PRE_NMS_SCORE_TOL`, stage RoIs and last-stage boxes
+    within :data:`PRE_NMS_BOX_TOL_PX` (stage RoIs are in the network frame, so they are mapped
+    to original pixels first), and the semantic logits within :data:`SEMANTIC_REL_TOL` of
+    their largest magnitude."""
+    s = 0
+    while f"stage{s}_cls" in theirs:
+        k = f"stage{s}_cls"
+        if ours.get(k, np.zeros(0)).shape != theirs[k].shape:
+            rep.failures.append(f"{k}: shape {ours.get(k, np.zeros(0)).shape} vs oracle {theirs[k].shape}")
+            return
+        p_o = F.softmax(torch.from_numpy(ours[k]).double(), -1).numpy()
+        p_t = F.softmax(torch.from_numpy(theirs[k]).double(), -1).numpy()
+        rep.worst("stage_score", float(np.abs(p_o - p_t).max()))
+        if s > 0:
+            sf = float(scale_factor[0])
+            rep.worst("stage_box_px", float(np.abs(ours[f"stage{s}_rois"] - theirs[f"stage{s}_rois"]).max()) / sf)
+        s += 1
+    for k in ("roi_boxes", "roi_scores"):
+        if ours[k].shape != theirs[k].shape:
+            rep.failures.append(f"{k}: shape {ours[k].shape} vs oracle {theirs[k].shape}")
+            return
+    rep.worst("stage_box_px", float(np.abs(ours["roi_boxes"] - theirs["roi_boxes"]).max()))
+    rep.worst("stage_score", float(np.abs(ours["roi_scores"] - theirs["roi_scores"]).max()))
+    if "semantic" in theirs:
+        rel = np.abs(ours["semantic"] - theirs["semantic"]).max() / max(float(np.abs(theirs["semantic"]).max()), 1e-12)
+        rep.worst("semantic", float(rel))
+    for key, tol in (("stage_box_px", PRE_NMS_BOX_TOL_PX), ("stage_score", PRE_NMS_SCORE_TOL),
+                     ("semantic", SEMANTIC_REL_TOL)):
+        if rep.figures.get(key, 0.0) > tol:
+            rep.failures.append(f"{key}: {rep.figures[key]:.3g} > {tol:g}")
+
+
+def compare_detections(rep: Report, ours, theirs: dict, score_thr: float, max_per_img: int,
+                       mask_ties: Optional[Callable[[int], np.ndarray]] = None) -> None:
+    """Final detections one to one (same label, greedy by the oracle's score, nearest box).
+
+    Every pair needs its box within :data:`BOX_TOL_PX`, score within :data:`SCORE_TOL` and mask
+    IoU >= :data:`MASK_IOU_MIN`. Set aside, counted: detections without a partner whose score
+    is within :data:`TIE_TOL` of the top-``max_per_img`` cut or of ``score_thr``; masks of boxes
+    under :data:`THIN_BOX_PX` wide or high (a sub-pixel sliver's few pixels flip either way);
+    mask pixels where ours is within :data:`MASK_TIE` of the mask threshold (``mask_ties(j)``
+    gives them for our detection ``j``; without it none are excused), left out of the IoU.
+    """
+    tb, ts, tl = theirs["det_boxes"], theirs["det_scores"], theirs["det_labels"]
+    ob, os_, ol = ours.boxes, ours.scores, ours.labels
+    rep.add("theirs", len(tb))
+    rep.add("ours", len(ob))
+    t_masks = decode_masks(theirs) if "det_masks" in theirs else None
+    used = np.zeros(len(ob), bool)
+    unmatched_t = []
+    for i in np.argsort(-ts, kind="stable"):
+        cand = np.nonzero(~used & (ol == tl[i]))[0]
+        if len(cand) == 0:
+            unmatched_t.append(i)
+            continue
+        d = np.abs(ob[cand].astype(np.float64) - tb[i]).max(1) + 1e3 * np.abs(os_[cand] - ts[i])
+        j = int(cand[int(np.argmin(d))])
+        box_d = float(np.abs(ob[j].astype(np.float64) - tb[i]).max())
+        score_d = abs(float(os_[j]) - float(ts[i]))
+        if box_d > BOX_TOL_PX or score_d > SCORE_TOL:
+            unmatched_t.append(i)
+            continue
+        used[j] = True
+        rep.add("matched")
+        rep.worst("det_box_px", box_d)
+        rep.worst("det_score", score_d)
+        if t_masks is not None and ours.masks is not None:
+            _compare_mask(rep, ours.masks[j], t_masks[i], tb[i], int(tl[i]),
+                          (lambda j=j: mask_ties(j)) if mask_ties is not None else None)
+    cut_t = float(ts.min()) if len(ts) == max_per_img else None
+    cut_o = float(os_.min()) if len(os_) == max_per_img else None
+    for side, idx, scores, cut in (("oracle", unmatched_t, ts, cut_t),
+                                   ("ours", np.nonzero(~used)[0], os_, cut_o)):
+        for i in idx:
+            s = float(scores[i])
+            if cut is not None and abs(s - cut) <= TIE_TOL:
+                rep.add("set_aside_topk_cut")
+            elif abs(s - score_thr) <= TIE_TOL:
+                rep.add("set_aside_score_thr")
+            else:
+                rep.failures.append(f"detection of {side} without partner: label {int((tl if side == 'oracle' else ol)[i])}"
+                                    f" score {s:.6f} box {(tb if side == 'oracle' else ob)[i].round(3).tolist()}")
+    for k in ("det_box_px", "det_score"):
+        rep.figures.setdefault(k, 0.0)
+    rep.figures.setdefault("mask_iou_min", 1.0)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int(np.logical_or(a, b).sum())
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum()) / union
+
+
+def _compare_mask(rep: Report, a: np.ndarray, b: np.ndarray, box: np.ndarray, label: int,
+                  ties: Optional[Callable[[], np.ndarray]]) -> None:
+    """One matched pair's masks (ours ``a``, the oracle's ``b``); see :func:`compare_detections`."""
+    iou = _iou(a, b)
+    rep.worst("mask_iou_raw_min", iou, larger_is_worse=False)
+    if min(box[2] - box[0], box[3] - box[1]) < THIN_BOX_PX:
+        if iou < MASK_IOU_MIN:
+            rep.add("set_aside_thin_mask")
+        return
+    if iou < MASK_IOU_MIN and ties is not None:
+        t = ties()
+        excused = int((np.logical_xor(a, b) & t).sum())
+        if excused:
+            rep.add("set_aside_mask_tie_px", excused)
+            iou = _iou(a & ~t, b & ~t)
+    rep.worst("mask_iou_min", iou, larger_is_worse=False)
+    if iou < MASK_IOU_MIN:
+        rep.failures.append(f"mask IoU {iou:.4f} < {MASK_IOU_MIN} (label {label}, box {box.round(2).tolist()},"
+                            f" {int(np.logical_xor(a, b).sum())} of {int(np.logical_or(a, b).sum())} px differ)")
+
+
+# --------------------------------------------------------------------------- masks as RLE
+def encode_masks(masks: np.ndarray) -> np.ndarray:
+    """bool ``[N, H, W]`` → fixed-width bytes array of COCO RLE counts (no pickle needed)."""
+    from pycocotools import mask as mask_util
+
+    counts = [mask_util.encode(np.asfortranarray(m.astype(np.uint8)))["counts"] for m in masks]
+    return np.asarray(counts, dtype=np.bytes_) if counts else np.zeros(0, dtype="S1")
+
+
+def decode_masks(fx: dict) -> np.ndarray:
+    """The fixture's ``det_masks`` (RLE counts) at ``det_mask_size`` ``(H, W)`` → bool ``[N, H, W]``."""
+    from pycocotools import mask as mask_util
+
+    h, w = (int(v) for v in fx["det_mask_size"])
+    out = np.zeros((len(fx["det_masks"]), h, w), dtype=bool)
+    for i, c in enumerate(fx["det_masks"]):
+        out[i] = mask_util.decode({"size": [h, w], "counts": bytes(c)}).astype(bool)
+    return out
+
+
+# --------------------------------------------------------------------------- all together
+WEIGHT_REL_TOL = 1e-5
+
+
+def check_regenerated(rep: Report, model: nn.Module, image: np.ndarray, fx: dict) -> None:
+    """Our regenerated weights and input against the fingerprints stored with the fixture.
+
+    Figures ``weights_rel`` / ``input_rel`` (worst relative difference of a tensor's sum or sum
+    of |x|); beyond :data:`WEIGHT_REL_TOL` (calibration forwards differ at ~1e-7 between
+    machines) it is a failure that says the weights, not the model's computation, changed.
+    """
+    names, stats = fingerprint(model.state_dict())
+    rel, where = fingerprint_diff(names, stats, [str(n) for n in fx["weight_names"]], fx["weight_stats"])
+    rep.worst("weights_rel", rel)
+    if rel > WEIGHT_REL_TOL:
+        rep.failures.append(f"weights regenerated differently from the fixture's (worst {where}: {rel:.3g} relative);"
+                            " randomize/calibration changed, or the fixtures need regenerating")
+    batch, _ = network_input(model, image)
+    _, ins = fingerprint({"input": batch}, samples=batch.numel())
+    irel = float(np.abs(ins[0] - fx["input_stats"]).max() / max(abs(float(fx["input_stats"][1])), 1e-12))
+    rep.worst("input_rel", irel)
+    if irel > 1e-6:
+        rep.failures.append(f"network input differs from the fixture's ({irel:.3g} relative): preprocessing changed")
+
+
+def compare(model: nn.Module, ours: Trace, fx: dict) -> Report:
+    """Every comparison of one architecture: RPN candidates and proposals (as sets), RoI stages
+    row by row (``ours`` must come from :func:`trace` with the fixture's proposals), final
+    detections one to one."""
+    rep = Report()
+    t = ours.tensors
+    compare_rpn(rep, t, fx, model.rpn_head.nms_pre, t["rpn_anchors_per_level"], model.rpn_head.max_per_img)
+    compare_stages(rep, t, fx, ours.meta["scale_factor"])
+    compare_detections(rep, ours.prediction, fx, model.roi_head.score_thr, model.roi_head.max_per_img,
+                       mask_ties=lambda j: ours.mask_ties(j, MASK_TIE))
+    return rep
