@@ -62,7 +62,7 @@ def run_oracle(python: Path, arch: str, ckpt: Path, batch: torch.Tensor, meta: d
     return dict(np.load(out))
 
 
-def to_fixture(theirs: dict, model, batch: torch.Tensor, meta: dict) -> dict:
+def to_fixture(theirs: dict, regen: P.Regenerated, batch: torch.Tensor, meta: dict) -> dict:
     """The oracle's dump in fixture form: float32 tensors, final detections renamed ``det_*`` with
     RLE masks, and fingerprints of the weights and input."""
     fx = {k: v for k, v in theirs.items() if k not in ("boxes", "scores", "labels", "masks")}
@@ -73,8 +73,9 @@ def to_fixture(theirs: dict, model, batch: torch.Tensor, meta: dict) -> dict:
     if "masks" in theirs:
         fx["det_masks"] = P.encode_masks(theirs["masks"])
         fx["det_mask_size"] = np.asarray(meta["ori_shape"][:2], np.int32)
-    names, stats = P.fingerprint(model.state_dict())
+    names, stats = P.fingerprint(regen.model.state_dict())
     fx["weight_names"] = np.asarray(names)
+    fx["weight_stats_drawn"] = regen.drawn
     fx["weight_stats"] = stats
     fx["input_stats"] = P.fingerprint({"input": batch}, samples=batch.numel())[1][0]
     return fx
@@ -125,16 +126,17 @@ def main() -> None:
         work = Path(tmp)
         for arch in chosen:
             t0 = time.perf_counter()
-            model, c = P.calibrated_model(archs[arch], image, seed=args.seed, test_scale=args.test_scale,
-                                          dcn_offset_std=args.dcn_offset_std, cache=cache)
+            regen = P.calibrated_model(archs[arch], image, seed=args.seed, test_scale=args.test_scale,
+                                       dcn_offset_std=args.dcn_offset_std, cache=cache)
+            model = regen.model
             ckpt = work / f"{arch}.pth"
             save_checkpoint(ckpt, model, model.preset)
             batch, meta = P.network_input(model, image)
             theirs = run_oracle(args.oracle_python, arch, ckpt, batch, meta, work)
-            fx = to_fixture(theirs, model, batch, meta)
+            fx = to_fixture(theirs, regen, batch, meta)
             np.savez_compressed(args.out / f"{arch}.npz", **fx)
             manifest["archs"][arch] = dict(preset=archs[arch], file=f"{arch}.npz")
-            ours = P.trace(model, image, c, proposals=fx["proposals"])
+            ours = P.trace(model, image, regen.backbone_out, proposals=fx["proposals"])
             rep = P.compare(model, ours, dict(np.load(args.out / f"{arch}.npz")))
             size = (args.out / f"{arch}.npz").stat().st_size
             print(f"{arch:52s} {size / 1e3:6.0f} kB {time.perf_counter() - t0:5.0f} s | {rep.summary()}", flush=True)

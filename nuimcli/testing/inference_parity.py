@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -123,20 +123,30 @@ class BackboneCache:
         self._entries[key] = (fingerprint(dict(backbone.named_parameters()))[1], buffers, outputs)
 
 
+class Regenerated(NamedTuple):
+    """What :func:`calibrated_model` returns."""
+
+    model: nn.Module  # the calibrated detector, eval mode
+    backbone_out: list[torch.Tensor]  # its C2..C5 on the image
+    drawn: np.ndarray  # fingerprint (see fingerprint()) of the state dict as drawn, before calibration
+
+
 def calibrated_model(preset_name: str, image: np.ndarray, *, seed: int, test_scale: Sequence[int],
                      dcn_offset_std: float, cache: Optional[BackboneCache] = None,
-                     channels_last: bool = False) -> tuple[nn.Module, list[torch.Tensor]]:
-    """The preset's detector with seeded random weights calibrated on ``image``, in eval mode,
-    and its backbone outputs C2..C5 on that image.
+                     channels_last: bool = False) -> Regenerated:
+    """The preset's detector with seeded random weights calibrated on ``image``.
 
     Weights come from :func:`~nuimcli.testing.random_weights.randomize` (``seed``), with the
-    residual branches damped by :data:`RESIDUAL_SCALE`; BN statistics are set from a forward of the backbone on ``image`` resized to ``test_scale``
-    (``(long, short)``, replacing the preset's 1600x900 so a small image is not upscaled); the
-    neck and head scales from one pass of the neck, the RPN head and every box and mask stage
-    on :func:`calibration_rois` (no NMS or top-k anywhere, so the weights are a continuous
-    function of the float arithmetic: two machines get them equal to ~1e-5 relative). The
-    global torch RNG is left as it was. ``channels_last`` runs the backbone channels-last (another
-    summation order than mmdet's NCHW: for measuring how far float noise moves the outputs).
+    residual branches damped by :data:`RESIDUAL_SCALE`; BN statistics are set from a forward
+    of the backbone on ``image`` resized to ``test_scale`` (``(long, short)``, replacing the
+    preset's 1600x900 so a small image is not upscaled); the neck and head scales from one pass
+    of the neck, the RPN head and every box and mask stage on :func:`calibration_rois` (no NMS
+    or top-k anywhere, so the weights are a continuous function of the float arithmetic: two
+    machines get them equal to ~1e-6 relative). The calibration runs through the model's own
+    forward, so a change of the model can show as changed calibrated weights; the fingerprint
+    of the weights as drawn tells the two apart (:func:`check_regenerated`). The global torch
+    RNG is left as it was. ``channels_last`` runs the backbone channels-last (another summation
+    order than mmdet's NCHW: for measuring how far float noise moves the outputs).
     """
     from nuimcli.models.build import build_model
     from nuimcli.presets import load_preset
@@ -149,6 +159,7 @@ def calibrated_model(preset_name: str, image: np.ndarray, *, seed: int, test_sca
     model.backbone.channels_last = channels_last  # False: mmdet's layout and summation order
     randomize(model, seed=seed, dcn_offset_std=dcn_offset_std)
     _damp_residual_branches(model.backbone, RESIDUAL_SCALE)
+    drawn = fingerprint(model.state_dict())[1]
     model.eval()
     batch, meta = network_input(model, image)
     key = BackboneCache.key(preset, seed, dcn_offset_std, batch) + (channels_last,)
@@ -158,7 +169,7 @@ def calibrated_model(preset_name: str, image: np.ndarray, *, seed: int, test_sca
         if cache is not None:
             cache.put(key, model.backbone, c)
     calibrate_heads(model, lambda: _calibration_forward(model, c, meta))
-    return model, c
+    return Regenerated(model, c, drawn)
 
 
 @torch.no_grad()
@@ -551,23 +562,38 @@ def decode_masks(fx: dict) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- all together
-WEIGHT_REL_TOL = 1e-5
+DRAWN_REL_TOL = 1e-6  # drawn weights are exact; only the damping's multiply could round
+WEIGHT_REL_TOL = 1e-5  # calibrated: measured 1e-6 between summation orders
 
 
-def check_regenerated(rep: Report, model: nn.Module, image: np.ndarray, fx: dict) -> None:
+@torch.no_grad()
+def check_regenerated(rep: Report, regen: Regenerated, image: np.ndarray, fx: dict) -> None:
     """Our regenerated weights and input against the fingerprints stored with the fixture.
 
-    Figures ``weights_rel`` / ``input_rel`` (worst relative difference of a tensor's sum or sum
-    of |x|); beyond :data:`WEIGHT_REL_TOL` (calibration forwards differ at ~1e-7 between
-    machines) it is a failure that says the weights, not the model's computation, changed.
+    Figures ``drawn_rel`` / ``weights_rel`` / ``input_rel``: worst relative difference of a
+    tensor's (sampled) sum or sum of |x|. Failures say which of three things changed: the
+    weights as drawn (``randomize``, the seed, the parameter order: regenerate the fixtures if
+    meant), the calibrated weights only (the calibration forward, i.e. the model's backbone /
+    neck / heads, computes differently: most model changes show here first), or the input
+    (preprocessing).
     """
-    names, stats = fingerprint(model.state_dict())
-    rel, where = fingerprint_diff(names, stats, [str(n) for n in fx["weight_names"]], fx["weight_stats"])
+    names, stats = fingerprint(regen.model.state_dict())
+    ref_names = [str(n) for n in fx["weight_names"]]
+    drawn_rel, drawn_where = fingerprint_diff(names, regen.drawn, ref_names, fx["weight_stats_drawn"])
+    rel, where = fingerprint_diff(names, stats, ref_names, fx["weight_stats"])
+    rep.worst("drawn_rel", drawn_rel)
     rep.worst("weights_rel", rel)
-    if rel > WEIGHT_REL_TOL:
-        rep.failures.append(f"weights regenerated differently from the fixture's (worst {where}: {rel:.3g} relative);"
-                            " randomize/calibration changed, or the fixtures need regenerating")
-    batch, _ = network_input(model, image)
+    if drawn_rel > DRAWN_REL_TOL:
+        rep.failures.append(f"weights drawn differently from the fixture's (worst {drawn_where}: {drawn_rel:.3g}"
+                            " relative): randomize(), the seed or the parameter order changed; if meant,"
+                            " regenerate the fixtures (bench/make_parity_fixtures.py)")
+    elif rel > WEIGHT_REL_TOL:
+        first = next(n for n, a, b in zip(names, stats, fx["weight_stats"])
+                     if np.abs(a - b).max() > WEIGHT_REL_TOL * max(abs(b[1]), 1e-12))
+        rep.failures.append(f"same draws, other calibrated weights (first {first}, worst {where}: {rel:.3g}"
+                            " relative): the calibration forward through the model computes differently,"
+                            " i.e. the model (or the calibration) changed")
+    batch, _ = network_input(regen.model, image)
     _, ins = fingerprint({"input": batch}, samples=batch.numel())
     irel = float(np.abs(ins[0] - fx["input_stats"]).max() / max(abs(float(fx["input_stats"][1])), 1e-12))
     rep.worst("input_rel", irel)

@@ -70,15 +70,15 @@ def _fixture(arch: str) -> dict:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_matches_mmdet(arch, image, backbone_cache):
     fx = _fixture(arch)
-    model, c = P.calibrated_model(MANIFEST["archs"][arch]["preset"], image, seed=MANIFEST["seed"],
-                                  test_scale=MANIFEST["test_scale"], dcn_offset_std=MANIFEST["dcn_offset_std"],
-                                  cache=backbone_cache)
+    regen = P.calibrated_model(MANIFEST["archs"][arch]["preset"], image, seed=MANIFEST["seed"],
+                               test_scale=MANIFEST["test_scale"], dcn_offset_std=MANIFEST["dcn_offset_std"],
+                               cache=backbone_cache)
     rep = P.Report()
-    P.check_regenerated(rep, model, image, fx)
+    P.check_regenerated(rep, regen, image, fx)
     if rep.failures:
         pytest.fail(f"{arch}: " + "\n".join(rep.failures), pytrace=False)
-    ours = P.trace(model, image, c, proposals=fx["proposals"])
-    rep = P.compare(model, ours, fx)
+    ours = P.trace(regen.model, image, regen.backbone_out, proposals=fx["proposals"])
+    rep = P.compare(regen.model, ours, fx)
     print(f"{arch}: {rep.summary()}")
     aside = {k: v for k, v in rep.counts.items() if k.startswith("set_aside") and v}
     if aside:
