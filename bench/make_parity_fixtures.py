@@ -42,6 +42,7 @@ from oracle_parity import DEFAULT_ORACLE, arch_presets  # noqa: E402
 
 from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
 from nuimcli.testing import inference_parity as P  # noqa: E402
+from nuimcli.testing import parity_compare as C  # noqa: E402
 from nuimcli.testing.random_weights import synthetic_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def to_fixture(theirs: dict, regen: P.Regenerated, batch: torch.Tensor, meta: di
     fx["det_scores"] = theirs["scores"].astype(np.float32)
     fx["det_labels"] = theirs["labels"].astype(np.int8)
     if "masks" in theirs:
-        fx["det_masks"] = P.encode_masks(theirs["masks"])
+        fx["det_masks"] = C.encode_masks(theirs["masks"])
         fx["det_mask_size"] = np.asarray(meta["ori_shape"][:2], np.int32)
     names, stats = P.fingerprint(regen.model.state_dict())
     fx["weight_names"] = np.asarray(names)
@@ -137,7 +138,7 @@ def main() -> None:
             np.savez_compressed(args.out / f"{arch}.npz", **fx)
             manifest["archs"][arch] = dict(preset=archs[arch], file=f"{arch}.npz")
             ours = P.trace(model, image, regen.backbone_out, proposals=fx["proposals"])
-            rep = P.compare(model, ours, dict(np.load(args.out / f"{arch}.npz")))
+            rep = C.compare(model, ours, dict(np.load(args.out / f"{arch}.npz")))
             size = (args.out / f"{arch}.npz").stat().st_size
             print(f"{arch:52s} {size / 1e3:6.0f} kB {time.perf_counter() - t0:5.0f} s | {rep.summary()}", flush=True)
             for f in rep.failures:

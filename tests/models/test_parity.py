@@ -5,16 +5,20 @@ each architecture of the oracle, from our normalised input, with seeded random w
 calibrated on a small street-like image (``bench/make_parity_fixtures.py`` made them). Here the
 weights are regenerated from the seed by the same function, and our model must give:
 
-* the same weights and input as the oracle saw (fingerprints; else the *fixture inputs* changed);
-* the RPN's pre-NMS candidates and proposals, as sets: boxes within 0.01 px, scores within 1e-4;
-* on the oracle's proposals, every RoI stage's scores within 1e-4 and RoIs / pre-NMS boxes within
-  0.01 px, and HTC's semantic logits within 1e-4 (relative);
+* the same weights and input as the oracle saw (fingerprints of the weights as drawn and as
+  calibrated: a failure there says whether the draws or the calibration forward changed);
+* the RPN's pre-NMS candidates and proposals, as sets: boxes within 0.02 px, scores within 2e-4;
+* on the oracle's proposals, every RoI stage's scores within 2e-4 and RoIs / pre-NMS boxes within
+  0.02 px, and HTC's semantic logits within 1e-4 (relative);
 * the same final detections: each matched one to one (same label), box within 0.01 px, score
   within 1e-4, mask IoU >= 0.99.
 
 Set aside, counted and printed (and warned about): detections or candidates without a partner
-whose score is within 1e-5 of a top-k cut or the score threshold (float noise may order them
-either way), masks of boxes under 2 px wide or high. Everything else that differs fails.
+whose score is within 1e-4 (2e-4 before NMS) of a top-k cut or the score threshold, mask pixels
+whose probability is within 5e-4 of the mask threshold, masks of boxes under 2 px wide or high
+(float noise may put them either way). Everything else that differs fails. Measured on other
+summation orders (1 thread; backbone channels-last; another CPU with torch 2.11): final boxes
+within 7e-4 px, scores within 5e-6, nothing set aside but single mask pixels.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 
 from nuimcli.presets import list_presets, load_preset
 from nuimcli.testing import inference_parity as P
+from nuimcli.testing import parity_compare as C
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -73,12 +78,12 @@ def test_matches_mmdet(arch, image, backbone_cache):
     regen = P.calibrated_model(MANIFEST["archs"][arch]["preset"], image, seed=MANIFEST["seed"],
                                test_scale=MANIFEST["test_scale"], dcn_offset_std=MANIFEST["dcn_offset_std"],
                                cache=backbone_cache)
-    rep = P.Report()
+    rep = C.Report()
     P.check_regenerated(rep, regen, image, fx)
     if rep.failures:
         pytest.fail(f"{arch}: " + "\n".join(rep.failures), pytrace=False)
     ours = P.trace(regen.model, image, regen.backbone_out, proposals=fx["proposals"])
-    rep = P.compare(regen.model, ours, fx)
+    rep = C.compare(regen.model, ours, fx)
     print(f"{arch}: {rep.summary()}")
     aside = {k: v for k, v in rep.counts.items() if k.startswith("set_aside") and v}
     if aside:
@@ -101,12 +106,12 @@ class _Pred:
         self.boxes = fx["det_boxes"].copy()
         self.scores = fx["det_scores"].copy()
         self.labels = fx["det_labels"].astype(np.int64)
-        self.masks = P.decode_masks(fx)
+        self.masks = C.decode_masks(fx)
 
 
-def _compare_dets(fx: dict, pred: _Pred, score_thr: float = 0.05) -> P.Report:
-    rep = P.Report()
-    P.compare_detections(rep, pred, fx, score_thr=score_thr, max_per_img=100)
+def _compare_dets(fx: dict, pred: _Pred, score_thr: float = 0.05) -> C.Report:
+    rep = C.Report()
+    C.compare_detections(rep, pred, fx, score_thr=score_thr, max_per_img=100)
     return rep
 
 
@@ -154,10 +159,28 @@ def test_rpn_comparison_catches_a_moved_candidate():
     ours = {k: fx[k].copy() for k in ("rpn_boxes", "rpn_scores", "rpn_levels", "proposals")}
     # P2, P3 have more anchors than nms_pre (a top-k cut), P4..P6 not, at 320x192
     per_level = np.asarray([3 * 48 * 80, 3 * 24 * 40, 3 * 12 * 20, 3 * 6 * 10, 3 * 3 * 5])
-    rep = P.Report()
-    P.compare_rpn(rep, ours, fx, 1000, per_level, 1000)
+    rep = C.Report()
+    C.compare_rpn(rep, ours, fx, 1000, per_level, 1000)
     assert not rep.failures and rep.figures["rpn_box_px"] == 0.0
     ours["rpn_boxes"][5, 0] += 0.05
-    rep = P.Report()
-    P.compare_rpn(rep, ours, fx, 1000, per_level, 1000)
+    rep = C.Report()
+    C.compare_rpn(rep, ours, fx, 1000, per_level, 1000)
     assert any(f.startswith("rpn:") for f in rep.failures)
+
+
+def test_mask_pixels_at_the_threshold_are_set_aside_and_counted():
+    fx = _fixture("mask-rcnn_r50_fpn_1x_nuim")
+    theirs = C.decode_masks(fx)
+    i = int(np.argmin(np.where(theirs.sum((1, 2)) > 50, theirs.sum((1, 2)), 10**9)))  # a small mask: 1 px matters
+    ours = theirs[i].copy()
+    ys, xs = np.nonzero(ours)
+    ours[ys[:2], xs[:2]] = False  # 2 pixels flipped: IoU < 0.99 for a mask this small
+    box = fx["det_boxes"][i]
+    ties = np.zeros_like(ours)
+    ties[ys[:2], xs[:2]] = True  # ... where our probability is within a hair of the threshold
+    rep = C.Report()
+    C.compare_mask(rep, ours, theirs[i], box, 0, lambda: ties)
+    assert not rep.failures and rep.counts["set_aside_mask_tie_px"] == 2 and rep.figures["mask_iou_min"] == 1.0
+    rep = C.Report()
+    C.compare_mask(rep, ours, theirs[i], box, 0, lambda: np.zeros_like(ties))  # decided pixels: a failure
+    assert rep.failures and rep.figures["mask_iou_raw_min"] < 0.99
