@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -386,36 +388,47 @@ def test_load_from_takes_a_zoo_name(tmp_path, monkeypatch):
 OVERFIT_ITERS = 70
 
 
-@pytest.mark.slow
-def test_tiny_preset_overfits_synthetic_images(tmp_path, learning_seed):
-    """The tiny preset, as shipped, learns 4 synthetic images: loss halves and box AP50 >= 0.5.
-
-    Margins (``NUIM_LEARNING_SEEDS=0-4 pytest -s -m slow tests/engine/test_trainer.py``; seed = data,
-    model init and sampling): see CHANGELOG for the worst value over the seeds.
-    """
+def overfit_tiny_preset(work: str, seed: int) -> dict:
+    """Train the tiny preset, as shipped, on 4 synthetic images; loss ratio and box AP50 on them."""
     from nuimcli.data.convert import convert
     from nuimcli.data.synthetic import generate_nuimages
     from nuimcli.engine.evaluate import evaluate_detector
     from nuimcli.models.build import build_model
 
-    root = tmp_path / "nuim"
-    generate_nuimages(root, version="v1.0-train", num_samples=4, width=384, height=216, seed=1 + learning_seed,
+    root = Path(work) / "nuim"
+    generate_nuimages(root, version="v1.0-train", num_samples=4, width=384, height=216, seed=1 + seed,
                       sweeps_per_sample=0, objects_per_image=(2, 5), null_mask_fraction=0.0)
     convert(root, ["v1.0-train"], nproc=0)
     # Only the schedule length changes: the run must not reach the preset's lr steps.
     preset = load_preset("mask-rcnn-r18-tiny", ["schedule.epochs=1000", "schedule.lr_steps=[999]"])
-    torch.manual_seed(learning_seed)
+    torch.manual_seed(seed)
     model = build_model(preset)
-    res = Trainer(preset, TrainOptions(work_dir=tmp_path / "work", data_root=root, progress=False, log_interval=1,
-                                       tensorboard=False, max_iters=OVERFIT_ITERS, evaluate=False,
-                                       seed=learning_seed),
+    res = Trainer(preset, TrainOptions(work_dir=Path(work) / "work", data_root=root, progress=False, log_interval=1,
+                                       tensorboard=False, max_iters=OVERFIT_ITERS, evaluate=False, seed=seed),
                   model=model).run()
     losses = [h["loss"] for h in res.history]
-    assert len(losses) == OVERFIT_ITERS
-    start = losses[0]
-    end = float(np.mean(losses[-5:]))
     metrics = evaluate_detector(model, root / "annotations" / "nuimages_v1.0-train.json", root, progress=False)
-    print(f"\nLEARNING overfit seed={learning_seed}: loss end/start {end / start:.3f} (threshold 0.5), "
-          f"bbox_mAP_50 {metrics['bbox_mAP_50']:.3f} (threshold 0.5)")
-    assert end <= 0.5 * start, (start, end)
-    assert metrics["bbox_mAP_50"] >= 0.5, metrics
+    return dict(iters=len(losses), start=losses[0], end=float(np.mean(losses[-5:])), ap50=metrics["bbox_mAP_50"])
+
+
+@pytest.mark.slow
+def test_tiny_preset_overfits_synthetic_images(tmp_path, learning_seed):
+    """The tiny preset, as shipped, learns 4 synthetic images: loss halves and box AP50 >= 0.5.
+
+    Runs in a fresh interpreter: a chaotic 70-step training amplifies the last bit of any process
+    state earlier tests leave behind (issue 12 saw AP50 0.27 in file order where alone it passed),
+    and the test must pass in any order. Margins, by hand:
+    ``NUIM_LEARNING_SEEDS=0-4 pytest -s -m slow tests/engine/test_trainer.py`` (seed = data, model
+    init and sampling); worst of seeds 0-4 when written: loss ratio 0.244, AP50 0.583.
+    """
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_trainer as t; "
+            "print(json.dumps(t.overfit_tiny_preset(sys.argv[2], int(sys.argv[3]))))")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path), str(learning_seed)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"\nLEARNING overfit seed={learning_seed}: loss end/start {r['end'] / r['start']:.3f} (threshold 0.5), "
+          f"bbox_mAP_50 {r['ap50']:.3f} (threshold 0.5)")
+    assert r["iters"] == OVERFIT_ITERS
+    assert r["end"] <= 0.5 * r["start"], r
+    assert r["ap50"] >= 0.5, r
