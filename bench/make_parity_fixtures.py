@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracle_parity import DEFAULT_ORACLE, arch_presets  # noqa: E402
+from oracle_parity import DEFAULT_ORACLE, chosen_archs  # noqa: E402
 
 from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
 from nuimcli.testing import inference_parity as P  # noqa: E402
@@ -97,11 +97,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=FIXTURES)
     args = ap.parse_args()
 
-    archs = arch_presets()
-    chosen = args.arch or list(archs)
-    unknown = [a for a in chosen if a not in archs]
-    if unknown:
-        sys.exit(f"unknown arch {unknown}; choose from {list(archs)}")
+    archs = chosen_archs(args.arch)
+    chosen = list(archs)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() and args.arch else {}

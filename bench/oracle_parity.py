@@ -67,6 +67,15 @@ def arch_presets() -> dict[str, str]:
     return out
 
 
+def chosen_archs(requested: list[str] | None) -> dict[str, str]:
+    """``arch_presets()`` restricted to ``requested`` (all when empty); exits naming an unknown one."""
+    archs = arch_presets()
+    unknown = [a for a in requested or [] if a not in archs]
+    if unknown:
+        sys.exit(f"unknown arch {unknown}; choose from {list(archs)}")
+    return {a: archs[a] for a in requested} if requested else archs
+
+
 class _BackboneNeck(nn.Module):
     def __init__(self, preset):
         super().__init__()
@@ -312,11 +321,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write all results to this JSON file")
     args = ap.parse_args()
 
-    archs = arch_presets()
-    chosen = args.arch or list(archs)
-    unknown = [a for a in chosen if a not in archs]
-    if unknown:
-        sys.exit(f"unknown arch {unknown}; choose from {list(archs)}")
+    archs = chosen_archs(args.arch)
+    chosen = list(archs)
     tmp = None
     if args.work is None:
         tmp = tempfile.TemporaryDirectory(prefix="nuim-parity-")
