@@ -8,6 +8,18 @@ written once: a file may name ``base: <other preset>`` and then holds only its d
 Loading validates every key and type against the dataclasses below; a mistake is a
 :class:`~nuimcli.errors.UserError` naming the file and the dotted key.
 ``--set key=value`` overrides go through :func:`apply_overrides` and the same validation.
+
+Defaults live in one place: the dataclasses below. The base files (``_mask-rcnn.yaml`` and the
+bases built on it) and the rows hold only what differs from what they inherit — the dataclass
+defaults, then their base chain (``tests/test_presets.py`` fails on a restated value). That
+direction, not the reverse, because the dataclasses are what every other reader sees: a preset
+file written by a user, a checkpoint's stored preset and ``--set`` all fall back to them, so a
+YAML that restated every field would make a changed default silently ineffective for the
+shipped presets only. The defaults are therefore mmdet's Mask R-CNN R-50-FPN values (the
+reference's ``_base_`` configs), which the base file then needs no line to restate.
+
+The detectors this package can build are listed once, in :data:`DETECTORS`: validation, the
+model builder (``nuimcli.models.build``) and the zoo read that table.
 """
 
 from __future__ import annotations
@@ -31,6 +43,24 @@ PYTORCH_MEAN = [123.675, 116.28, 103.53]
 PYTORCH_STD = [58.395, 57.12, 57.375]
 
 
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What the rest of the code needs to know about one detector family (``model.detector``)."""
+
+    display_name: str  #: how tables name it ("Cascade Mask R-CNN")
+    cascade: bool  #: RoI stages run in sequence, each refining the previous stage's boxes
+    hybrid: bool = False  #: HTC: interleaved box/mask stages, mask information flow, semantic head
+
+
+#: The one table of detectors: ``model.detector`` -> its spec. Preset validation accepts these
+#: names, ``models/build.py`` picks the RoI head from the spec, the zoo names models with it.
+DETECTORS: dict[str, DetectorSpec] = {
+    "mask_rcnn": DetectorSpec("Mask R-CNN", cascade=False),
+    "cascade_mask_rcnn": DetectorSpec("Cascade Mask R-CNN", cascade=True),
+    "htc": DetectorSpec("HTC", cascade=True, hybrid=True),
+}
+
+
 @dataclass
 class BackboneConfig:
     """ResNet / ResNeXt backbone as mmdet builds it."""
@@ -44,6 +74,16 @@ class BackboneConfig:
     norm_eval: bool = True  #: every BN keeps its running statistics during training
     norm_requires_grad: bool = True  #: BN affine parameters train (False for the caffe rows)
     zero_init_residual: bool = True  #: last BN of each block starts at 0 when not pretrained
+
+    @property
+    def display_name(self) -> str:
+        """The backbone as the results tables name it, with its FPN: ``R-50-FPN``,
+        ``R-50-caffe-FPN``, ``X-101-64x4d-FPN DCN``. The one place this name is formatted."""
+        name = f"X-{self.depth}-{self.groups}x{self.base_width}d" if self.groups > 1 else f"R-{self.depth}"
+        if self.style == "caffe":
+            name += "-caffe"
+        name += "-FPN"  # every detector here has an FPN neck
+        return name + (" DCN" if any(self.dcn_stages) else "")
 
 
 @dataclass
@@ -116,13 +156,22 @@ class SemanticConfig:
 class ModelConfig:
     """Everything :func:`nuimcli.models.build.build_model` reads."""
 
-    detector: str = "mask_rcnn"  #: "mask_rcnn", "cascade_mask_rcnn" or "htc"
+    detector: str = "mask_rcnn"  #: a key of :data:`DETECTORS`
     num_classes: int = 10
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn_channels: int = 256
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi: RoIConfig = field(default_factory=RoIConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+    @property
+    def display_name(self) -> str:
+        """A short human name of the model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``."""
+        spec = DETECTORS.get(self.detector)
+        name = f"{spec.display_name if spec else self.detector} {self.backbone.display_name}"
+        if spec is not None and spec.hybrid and not self.semantic.enabled:
+            name += " (no semantic)"
+        return name
 
 
 @dataclass
@@ -150,7 +199,7 @@ class ScheduleConfig:
     epochs: int = 12
     lr_steps: list[int] = field(default_factory=lambda: [8, 11])
     lr: float = 0.02
-    base_batch_size: int = 16
+    base_batch_size: int = 16  #: 8 GPUs x 2 images (the metafile: 8x TITAN Xp)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -189,7 +238,9 @@ class Preset:
 
     name: str
     description: str = ""
-    arch: Optional[str] = None  #: state-dict manifest this preset's model must equal
+    #: id of the state-dict manifest (``tests/fixtures/manifests/<id>.json``, the mmdet config
+    #: whose key list this preset's model must equal); None for presets outside the table
+    state_dict_manifest: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -231,6 +282,17 @@ def list_presets() -> list[str]:
     names = [n for n in _preset_files() if not n.startswith("_")]
     presets = [load_preset(n) for n in names]
     return [p.name for p in sorted(presets, key=lambda p: (p.release is None, p.release.row if p.release else 0, p.name))]
+
+
+def presets_by_manifest() -> dict[str, list[str]]:
+    """State-dict manifest id -> the public presets that name it, in table order (the first is
+    the row the manifest was taken from; later rows share its architecture)."""
+    out: dict[str, list[str]] = {}
+    for name in list_presets():
+        manifest = load_preset(name).state_dict_manifest
+        if manifest:
+            out.setdefault(manifest, []).append(name)
+    return out
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -302,8 +364,20 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset
     return preset_from_dict(raw, source)
 
 
+#: Keys renamed since presets were first stored in checkpoints and ``preset.yaml``: old -> new.
+_RENAMED_KEYS = {"arch": "state_dict_manifest"}
+
+
 def preset_from_dict(raw: dict[str, Any], source: str = "<preset>") -> Preset:
-    """Validate a plain dict (e.g. from a checkpoint's meta) into a :class:`Preset`."""
+    """Validate a plain dict (e.g. from a checkpoint's meta) into a :class:`Preset`.
+
+    Top-level keys written under an older name (:data:`_RENAMED_KEYS`) are read under the new
+    one, so checkpoints and work folders saved before a rename still load.
+    """
+    raw = dict(raw)
+    for old, new in _RENAMED_KEYS.items():
+        if old in raw and new not in raw:
+            raw[new] = raw.pop(old)
     preset = _build(Preset, raw, source, "")
     validate_semantics(preset, source)
     return preset
@@ -447,7 +521,6 @@ def _as_number(value: Any) -> int | float | None:
     return None
 
 
-_DETECTORS = ("mask_rcnn", "cascade_mask_rcnn", "htc")
 _STYLES = ("pytorch", "caffe")
 
 
@@ -455,8 +528,8 @@ def validate_semantics(preset: Preset, source: str = "") -> None:
     """Checks across fields that types alone cannot express (enumerations, list lengths)."""
     src = source or preset.name
     m = preset.model
-    if m.detector not in _DETECTORS:
-        raise UserError(f"{src}: model.detector: must be one of {', '.join(_DETECTORS)}, got {m.detector!r}")
+    if m.detector not in DETECTORS:
+        raise UserError(f"{src}: model.detector: must be one of {', '.join(DETECTORS)}, got {m.detector!r}")
     if m.backbone.style not in _STYLES:
         raise UserError(f"{src}: model.backbone.style: must be pytorch or caffe, got {m.backbone.style!r}")
     if len(m.backbone.dcn_stages) != 4:
@@ -465,8 +538,9 @@ def validate_semantics(preset: Preset, source: str = "") -> None:
     for k in ("target_stds", "stage_iou_thrs", "stage_loss_weights"):
         if len(getattr(m.roi, k)) != n:
             raise UserError(f"{src}: model.roi.{k}: needs {n} entries (model.roi.num_stages)")
-    if m.semantic.enabled and m.detector != "htc":
-        raise UserError(f"{src}: model.semantic.enabled: only HTC has a semantic head")
+    if m.semantic.enabled and not DETECTORS[m.detector].hybrid:
+        hybrid = " and ".join(s.display_name for s in DETECTORS.values() if s.hybrid)
+        raise UserError(f"{src}: model.semantic.enabled: only {hybrid} has a semantic head")
     if len(preset.data.classes) != m.num_classes:
         raise UserError(f"{src}: data.classes: {len(preset.data.classes)} names for model.num_classes={m.num_classes}")
     if preset.data.multiscale_mode not in ("range", "value"):
