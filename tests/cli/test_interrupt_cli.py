@@ -46,7 +46,7 @@ def no_temp_files(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def nuimages(tmp_path_factory) -> Path:
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path_factory.mktemp("nuim")
     generate_nuimages(root, version="v1.0-mini", num_samples=6, width=160, height=90, seed=3,
@@ -155,7 +155,7 @@ def test_zoo_download(tmp_path, monkeypatch, capsys):
 
 
 def test_demo(tmp_path, monkeypatch, capsys):
-    import nuimcli.data.synthetic as synthetic
+    import nuimcli.synthetic as synthetic
 
     def write(*args, **kwargs):
         raise KeyboardInterrupt

@@ -110,7 +110,7 @@ def test_version_without_key_frames_gives_empty_valid_json(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path_factory.mktemp("syn")
     generate_nuimages(root, "v1.0-train", num_samples=14, width=480, height=270, seed=1,
@@ -289,7 +289,7 @@ def test_stale_pngs_are_repainted_and_only_those(golden_root, tmp_path):
 
 def test_killed_process_resumes(tmp_path):
     """SIGKILL the whole process group mid-run; the rerun repaints only what is not journaled."""
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path / "nuimages"
     generate_nuimages(root, "v1.0-train", num_samples=100, width=1600, height=900, seed=5,
