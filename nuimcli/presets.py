@@ -16,7 +16,8 @@ direction, not the reverse, because the dataclasses are what every other reader 
 file written by a user, a checkpoint's stored preset and ``--set`` all fall back to them, so a
 YAML that restated every field would make a changed default silently ineffective for the
 shipped presets only. The defaults are therefore mmdet's Mask R-CNN R-50-FPN values (the
-reference's ``_base_`` configs), which the base file then needs no line to restate.
+reference's ``_base_`` configs); ``_mask-rcnn.yaml`` adds only the ImageNet weights (``init``),
+which the dataclasses leave unset so that a preset written without a base downloads nothing.
 
 The detectors this package can build are listed once, in :data:`DETECTORS`: validation, the
 model builder (``nuimcli.models.build``) and the zoo read that table.
@@ -26,18 +27,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import math
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 
 from nuimcli import CLASSES
 from nuimcli.errors import UserError
+from nuimcli.utils.typed_config import build_dataclass, suggest, type_hints, unwrap_optional
 
 PYTORCH_MEAN = [123.675, 116.28, 103.53]
 PYTORCH_STD = [58.395, 57.12, 57.375]
@@ -295,11 +294,6 @@ def presets_by_manifest() -> dict[str, list[str]]:
     return out
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -325,7 +319,7 @@ def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 def _raw_preset(name: str, files: dict[str, Path], chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
     if name not in files:
         public = [n for n in files if not n.startswith("_")]
-        raise UserError(f"unknown preset '{name}'{_suggest(name, public)}; `nuim presets` lists them")
+        raise UserError(f"unknown preset '{name}'{suggest(name, public)}; `nuim presets` lists them")
     if name in chain:
         raise UserError(f"{files[name]}: 'base' chain loops: {' -> '.join(chain + (name,))}")
     path = files[name]
@@ -378,7 +372,7 @@ def preset_from_dict(raw: dict[str, Any], source: str = "<preset>") -> Preset:
     for old, new in _RENAMED_KEYS.items():
         if old in raw and new not in raw:
             raw[new] = raw.pop(old)
-    preset = _build(Preset, raw, source, "")
+    preset = build_dataclass(Preset, raw, source, "")
     validate_semantics(preset, source)
     return preset
 
@@ -412,113 +406,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _check_schema_path(parts: list[str], item: str) -> None:
     cls: Any = Preset
     for i, p in enumerate(parts):
-        cls = _unwrap_optional(cls)
+        cls = unwrap_optional(cls)
         if not dataclasses.is_dataclass(cls):
             raise UserError(f"--set {item!r}: '{'.'.join(parts[:i])}' has no sub-keys")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if p not in fields:
             prefix = ".".join(parts[:i])
             opts = [f"{prefix}.{n}" if prefix else n for n in fields]
-            raise UserError(f"--set {item!r}: unknown preset key '{'.'.join(parts[: i + 1])}'{_suggest('.'.join(parts[: i + 1]), opts)}")
-        cls = _hints(cls)[p]
-
-
-def _hints(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) is Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        return f"list of {_type_name(arg)}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(tp: Any, value: Any, source: str, key: str) -> Any:
-    where = f"{source}: {key or '<top level>'}"
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _build(non_none[0], value, source, key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
-        hints = _hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        kwargs = {}
-        for k, v in value.items():
-            sub = f"{key}.{k}" if key else str(k)
-            if k not in hints:
-                raise UserError(f"{source}: {sub}: unknown key{_suggest(str(k), names)}")
-            kwargs[k] = _build(hints[k], v, source, sub)
-        try:
-            return tp(**kwargs)
-        except TypeError as e:  # a required field is missing
-            raise UserError(f"{where}: {e}") from None
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        return [_build(arg, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is float:
-        number = _as_number(value)
-        if number is None:
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(number):
-            raise UserError(f"{where}: expected a finite number, got {value!r}")
-        return float(number)
-    if tp is int:
-        number = _as_number(value)
-        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-            number = int(number)  # 1e3 or 1000.0 for an integer field: the integer it names
-        if not isinstance(number, int):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        return number
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported preset field type {tp!r} at {key}")  # a schema bug, not user input
-
-
-def _as_number(value: Any) -> int | float | None:
-    """``value`` as an int or float, or None when it is not a number (booleans are not).
-
-    Strings count when Python's ``int()`` or ``float()`` reads them: YAML 1.1 (PyYAML) reads
-    ``1e-4``, ``1E6`` or ``1.0e4`` as strings because its float pattern wants a dot and a signed
-    exponent, yet they are how people write learning rates, in preset files and ``--set`` alike.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value)
-            except ValueError:
-                pass
-    return None
+            raise UserError(f"--set {item!r}: unknown preset key '{'.'.join(parts[: i + 1])}'{suggest('.'.join(parts[: i + 1]), opts)}")
+        cls = type_hints(cls)[p]
 
 
 _STYLES = ("pytorch", "caffe")
