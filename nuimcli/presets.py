@@ -430,11 +430,15 @@ def validate_semantics(preset: Preset, source: str = "") -> None:
         raise UserError(f"{src}: model.backbone.style: must be pytorch or caffe, got {m.backbone.style!r}")
     if len(m.backbone.dcn_stages) != 4:
         raise UserError(f"{src}: model.backbone.dcn_stages: needs 4 entries (one per stage)")
+    spec = DETECTORS[m.detector]
     n = m.roi.num_stages
+    if n < 1 or (n != 1 and not spec.cascade):
+        raise UserError(f"{src}: model.roi.num_stages: {spec.display_name} has "
+                        f"{'one RoI stage' if not spec.cascade else 'at least one RoI stage'}, got {n}")
     for k in ("target_stds", "stage_iou_thrs", "stage_loss_weights"):
         if len(getattr(m.roi, k)) != n:
             raise UserError(f"{src}: model.roi.{k}: needs {n} entries (model.roi.num_stages)")
-    if m.semantic.enabled and not DETECTORS[m.detector].hybrid:
+    if m.semantic.enabled and not spec.hybrid:
         hybrid = " and ".join(s.display_name for s in DETECTORS.values() if s.hybrid)
         raise UserError(f"{src}: model.semantic.enabled: only {hybrid} has a semantic head")
     if len(preset.data.classes) != m.num_classes:

@@ -246,6 +246,9 @@ def test_the_detector_table_drives_validation():
         load_preset("mask-rcnn-r50-1x", ["model.detector=yolo"])
     with pytest.raises(UserError, match="only HTC has a semantic head"):
         load_preset("cascade-mask-rcnn-r50-1x", ["model.semantic.enabled=true"])
+    with pytest.raises(UserError, match="model.roi.num_stages: Mask R-CNN has one RoI stage, got 3"):
+        load_preset("mask-rcnn-r50-1x", ["model.roi.num_stages=3", "model.roi.stage_iou_thrs=[0.5,0.6,0.7]",
+                                         "model.roi.stage_loss_weights=[1,1,1]", "model.roi.target_stds=[[1,1,1,1],[1,1,1,1],[1,1,1,1]]"])
     for name in list_presets():
         assert load_preset(name).model.detector in DETECTORS
 
