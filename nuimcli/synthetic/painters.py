@@ -9,6 +9,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+
 def pt(x: float, y: float) -> tuple[int, int]:
     """A point rounded to the integer pixel OpenCV draws at."""
     return int(round(x)), int(round(y))

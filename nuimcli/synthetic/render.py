@@ -10,6 +10,7 @@ import numpy as np
 from nuimcli.synthetic.layout import EGO, FIRST_OBJECT, ROAD, Scene, paint, window
 from nuimcli.synthetic.styles import CATEGORY_RGB, EGO_RGB, ROAD_RGB, STYLES
 
+
 def render_frame(scene: Scene, rng: np.random.Generator, step: int = 0) -> np.ndarray:
     """Render the key frame (step 0) or the sweep ``step`` frames earlier as a BGR uint8 image.
 

@@ -7,6 +7,7 @@ import base64
 import numpy as np
 from pycocotools import mask as mask_utils
 
+
 def encode_mask_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
     """Encode a mask that is zero outside a window, the way nuImages stores masks.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+
 @dataclass(frozen=True)
 class Style:
     """How one object category looks and how often it occurs."""
