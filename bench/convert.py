@@ -119,7 +119,7 @@ def _ours(root: str, out: str, nproc: int) -> int:
 
 
 def _generate(root: str, images: int, objects: tuple[int, int], sweeps: int) -> None:
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     t = time.perf_counter()
     s = generate_nuimages(root, VERSION, num_samples=images, width=1600, height=900, seed=0,

@@ -51,20 +51,15 @@ from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, random
 
 from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor  # noqa: E402
 from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
-from nuimcli.presets import list_presets, load_preset  # noqa: E402
+from nuimcli.presets import load_preset, presets_by_manifest  # noqa: E402
 
 DEFAULT_ORACLE = Path.home() / ".cache/nuim-oracle/venv/bin/python"
 ORACLE_PREDICT = Path("/work/shared/oracle/predict.py")
 
 
 def arch_presets() -> dict[str, str]:
-    """architecture (manifest name) -> the first preset (table order) that names it."""
-    out: dict[str, str] = {}
-    for name in list_presets():
-        p = load_preset(name)
-        if p.arch and p.arch not in out:
-            out[p.arch] = name
-    return out
+    """architecture (state-dict manifest id) -> the first preset (table order) that names it."""
+    return {manifest: names[0] for manifest, names in presets_by_manifest().items()}
 
 
 def chosen_archs(requested: list[str] | None) -> dict[str, str]:

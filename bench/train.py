@@ -43,7 +43,7 @@ OURS = "mask-rcnn-r50-1x"
 
 def _make_data(root: Path, width: int, height: int, n: int) -> None:
     from nuimcli.data.convert import convert
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     generate_nuimages(root, version="v1.0-train", num_samples=n, width=width, height=height, seed=0,
                       sweeps_per_sample=0, objects_per_image=(6, 14))

@@ -2,8 +2,8 @@
 
 The command line is ``nuim`` (see ``nuimcli.cli``); the library parts are
 ``nuimcli.presets`` (the results-table rows), ``nuimcli.data`` (nuImages tables,
-conversion, synthetic data), ``nuimcli.models`` (the detectors) and ``nuimcli.engine``
-(training, evaluation, prediction).
+conversion, datasets), ``nuimcli.models`` (the detectors) and ``nuimcli.engine``
+(training, evaluation, prediction); ``nuimcli.synthetic`` writes synthetic nuImages.
 """
 
 __version__ = "0.1.0"

@@ -8,27 +8,56 @@ written once: a file may name ``base: <other preset>`` and then holds only its d
 Loading validates every key and type against the dataclasses below; a mistake is a
 :class:`~nuimcli.errors.UserError` naming the file and the dotted key.
 ``--set key=value`` overrides go through :func:`apply_overrides` and the same validation.
+
+Defaults live in one place: the dataclasses below. The base files (``_mask-rcnn.yaml`` and the
+bases built on it) and the rows hold only what differs from what they inherit — the dataclass
+defaults, then their base chain (``tests/test_presets.py`` fails on a restated value). That
+direction, not the reverse, because the dataclasses are what every other reader sees: a preset
+file written by a user, a checkpoint's stored preset and ``--set`` all fall back to them, so a
+YAML that restated every field would make a changed default silently ineffective for the
+shipped presets only. The defaults are therefore mmdet's Mask R-CNN R-50-FPN values (the
+reference's ``_base_`` configs); ``_mask-rcnn.yaml`` adds only the ImageNet weights (``init``),
+which the dataclasses leave unset so that a preset written without a base downloads nothing.
+
+The detectors this package can build are listed once, in :data:`DETECTORS`: validation, the
+model builder (``nuimcli.models.build``) and the zoo read that table.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import math
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 
 from nuimcli import CLASSES
 from nuimcli.errors import UserError
+from nuimcli.utils.typed_config import build_dataclass, suggest, type_hints, unwrap_optional
 
 PYTORCH_MEAN = [123.675, 116.28, 103.53]
 PYTORCH_STD = [58.395, 57.12, 57.375]
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What the rest of the code needs to know about one detector family (``model.detector``)."""
+
+    display_name: str  #: how tables name it ("Cascade Mask R-CNN")
+    cascade: bool  #: RoI stages run in sequence, each refining the previous stage's boxes
+    hybrid: bool = False  #: HTC: interleaved box/mask stages, mask information flow, semantic head
+
+
+#: The one table of detectors: ``model.detector`` -> its spec. Preset validation accepts these
+#: names, ``models/build.py`` picks the RoI head from the spec, the zoo names models with it.
+DETECTORS: dict[str, DetectorSpec] = {
+    "mask_rcnn": DetectorSpec("Mask R-CNN", cascade=False),
+    "cascade_mask_rcnn": DetectorSpec("Cascade Mask R-CNN", cascade=True),
+    "htc": DetectorSpec("HTC", cascade=True, hybrid=True),
+}
 
 
 @dataclass
@@ -44,6 +73,16 @@ class BackboneConfig:
     norm_eval: bool = True  #: every BN keeps its running statistics during training
     norm_requires_grad: bool = True  #: BN affine parameters train (False for the caffe rows)
     zero_init_residual: bool = True  #: last BN of each block starts at 0 when not pretrained
+
+    @property
+    def display_name(self) -> str:
+        """The backbone as the results tables name it, with its FPN: ``R-50-FPN``,
+        ``R-50-caffe-FPN``, ``X-101-64x4d-FPN DCN``. The one place this name is formatted."""
+        name = f"X-{self.depth}-{self.groups}x{self.base_width}d" if self.groups > 1 else f"R-{self.depth}"
+        if self.style == "caffe":
+            name += "-caffe"
+        name += "-FPN"  # every detector here has an FPN neck
+        return name + (" DCN" if any(self.dcn_stages) else "")
 
 
 @dataclass
@@ -116,13 +155,22 @@ class SemanticConfig:
 class ModelConfig:
     """Everything :func:`nuimcli.models.build.build_model` reads."""
 
-    detector: str = "mask_rcnn"  #: "mask_rcnn", "cascade_mask_rcnn" or "htc"
+    detector: str = "mask_rcnn"  #: a key of :data:`DETECTORS`
     num_classes: int = 10
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn_channels: int = 256
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi: RoIConfig = field(default_factory=RoIConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+    @property
+    def display_name(self) -> str:
+        """A short human name of the model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``."""
+        spec = DETECTORS.get(self.detector)
+        name = f"{spec.display_name if spec else self.detector} {self.backbone.display_name}"
+        if spec is not None and spec.hybrid and not self.semantic.enabled:
+            name += " (no semantic)"
+        return name
 
 
 @dataclass
@@ -150,7 +198,7 @@ class ScheduleConfig:
     epochs: int = 12
     lr_steps: list[int] = field(default_factory=lambda: [8, 11])
     lr: float = 0.02
-    base_batch_size: int = 16
+    base_batch_size: int = 16  #: 8 GPUs x 2 images (the metafile: 8x TITAN Xp)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -189,7 +237,9 @@ class Preset:
 
     name: str
     description: str = ""
-    arch: Optional[str] = None  #: state-dict manifest this preset's model must equal
+    #: id of the state-dict manifest (``tests/fixtures/manifests/<id>.json``, the mmdet config
+    #: whose key list this preset's model must equal); None for presets outside the table
+    state_dict_manifest: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -233,9 +283,15 @@ def list_presets() -> list[str]:
     return [p.name for p in sorted(presets, key=lambda p: (p.release is None, p.release.row if p.release else 0, p.name))]
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def presets_by_manifest() -> dict[str, list[str]]:
+    """State-dict manifest id -> the public presets that name it, in table order (the first is
+    the row the manifest was taken from; later rows share its architecture)."""
+    out: dict[str, list[str]] = {}
+    for name in list_presets():
+        manifest = load_preset(name).state_dict_manifest
+        if manifest:
+            out.setdefault(manifest, []).append(name)
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -263,7 +319,7 @@ def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 def _raw_preset(name: str, files: dict[str, Path], chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
     if name not in files:
         public = [n for n in files if not n.startswith("_")]
-        raise UserError(f"unknown preset '{name}'{_suggest(name, public)}; `nuim presets` lists them")
+        raise UserError(f"unknown preset '{name}'{suggest(name, public)}; `nuim presets` lists them")
     if name in chain:
         raise UserError(f"{files[name]}: 'base' chain loops: {' -> '.join(chain + (name,))}")
     path = files[name]
@@ -302,9 +358,21 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset
     return preset_from_dict(raw, source)
 
 
+#: Keys renamed since presets were first stored in checkpoints and ``preset.yaml``: old -> new.
+_RENAMED_KEYS = {"arch": "state_dict_manifest"}
+
+
 def preset_from_dict(raw: dict[str, Any], source: str = "<preset>") -> Preset:
-    """Validate a plain dict (e.g. from a checkpoint's meta) into a :class:`Preset`."""
-    preset = _build(Preset, raw, source, "")
+    """Validate a plain dict (e.g. from a checkpoint's meta) into a :class:`Preset`.
+
+    Top-level keys written under an older name (:data:`_RENAMED_KEYS`) are read under the new
+    one, so checkpoints and work folders saved before a rename still load.
+    """
+    raw = dict(raw)
+    for old, new in _RENAMED_KEYS.items():
+        if old in raw and new not in raw:
+            raw[new] = raw.pop(old)
+    preset = build_dataclass(Preset, raw, source, "")
     validate_semantics(preset, source)
     return preset
 
@@ -338,116 +406,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _check_schema_path(parts: list[str], item: str) -> None:
     cls: Any = Preset
     for i, p in enumerate(parts):
-        cls = _unwrap_optional(cls)
+        cls = unwrap_optional(cls)
         if not dataclasses.is_dataclass(cls):
             raise UserError(f"--set {item!r}: '{'.'.join(parts[:i])}' has no sub-keys")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if p not in fields:
             prefix = ".".join(parts[:i])
             opts = [f"{prefix}.{n}" if prefix else n for n in fields]
-            raise UserError(f"--set {item!r}: unknown preset key '{'.'.join(parts[: i + 1])}'{_suggest('.'.join(parts[: i + 1]), opts)}")
-        cls = _hints(cls)[p]
+            raise UserError(f"--set {item!r}: unknown preset key '{'.'.join(parts[: i + 1])}'{suggest('.'.join(parts[: i + 1]), opts)}")
+        cls = type_hints(cls)[p]
 
 
-def _hints(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) is Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        return f"list of {_type_name(arg)}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(tp: Any, value: Any, source: str, key: str) -> Any:
-    where = f"{source}: {key or '<top level>'}"
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _build(non_none[0], value, source, key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
-        hints = _hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        kwargs = {}
-        for k, v in value.items():
-            sub = f"{key}.{k}" if key else str(k)
-            if k not in hints:
-                raise UserError(f"{source}: {sub}: unknown key{_suggest(str(k), names)}")
-            kwargs[k] = _build(hints[k], v, source, sub)
-        try:
-            return tp(**kwargs)
-        except TypeError as e:  # a required field is missing
-            raise UserError(f"{where}: {e}") from None
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        return [_build(arg, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is float:
-        number = _as_number(value)
-        if number is None:
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(number):
-            raise UserError(f"{where}: expected a finite number, got {value!r}")
-        return float(number)
-    if tp is int:
-        number = _as_number(value)
-        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-            number = int(number)  # 1e3 or 1000.0 for an integer field: the integer it names
-        if not isinstance(number, int):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        return number
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported preset field type {tp!r} at {key}")  # a schema bug, not user input
-
-
-def _as_number(value: Any) -> int | float | None:
-    """``value`` as an int or float, or None when it is not a number (booleans are not).
-
-    Strings count when Python's ``int()`` or ``float()`` reads them: YAML 1.1 (PyYAML) reads
-    ``1e-4``, ``1E6`` or ``1.0e4`` as strings because its float pattern wants a dot and a signed
-    exponent, yet they are how people write learning rates, in preset files and ``--set`` alike.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value)
-            except ValueError:
-                pass
-    return None
-
-
-_DETECTORS = ("mask_rcnn", "cascade_mask_rcnn", "htc")
 _STYLES = ("pytorch", "caffe")
 
 
@@ -455,18 +424,23 @@ def validate_semantics(preset: Preset, source: str = "") -> None:
     """Checks across fields that types alone cannot express (enumerations, list lengths)."""
     src = source or preset.name
     m = preset.model
-    if m.detector not in _DETECTORS:
-        raise UserError(f"{src}: model.detector: must be one of {', '.join(_DETECTORS)}, got {m.detector!r}")
+    if m.detector not in DETECTORS:
+        raise UserError(f"{src}: model.detector: must be one of {', '.join(DETECTORS)}, got {m.detector!r}")
     if m.backbone.style not in _STYLES:
         raise UserError(f"{src}: model.backbone.style: must be pytorch or caffe, got {m.backbone.style!r}")
     if len(m.backbone.dcn_stages) != 4:
         raise UserError(f"{src}: model.backbone.dcn_stages: needs 4 entries (one per stage)")
+    spec = DETECTORS[m.detector]
     n = m.roi.num_stages
+    if n < 1 or (n != 1 and not spec.cascade):
+        raise UserError(f"{src}: model.roi.num_stages: {spec.display_name} has "
+                        f"{'one RoI stage' if not spec.cascade else 'at least one RoI stage'}, got {n}")
     for k in ("target_stds", "stage_iou_thrs", "stage_loss_weights"):
         if len(getattr(m.roi, k)) != n:
             raise UserError(f"{src}: model.roi.{k}: needs {n} entries (model.roi.num_stages)")
-    if m.semantic.enabled and m.detector != "htc":
-        raise UserError(f"{src}: model.semantic.enabled: only HTC has a semantic head")
+    if m.semantic.enabled and not spec.hybrid:
+        hybrid = " and ".join(s.display_name for s in DETECTORS.values() if s.hybrid)
+        raise UserError(f"{src}: model.semantic.enabled: only {hybrid} has a semantic head")
     if len(preset.data.classes) != m.num_classes:
         raise UserError(f"{src}: data.classes: {len(preset.data.classes)} names for model.num_classes={m.num_classes}")
     if preset.data.multiscale_mode not in ("range", "value"):

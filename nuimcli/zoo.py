@@ -31,8 +31,6 @@ from nuimcli.presets import Preset, list_presets, load_preset
 
 HOME_ENV = "NUIM_HOME"
 
-_DETECTOR_NAMES = {"mask_rcnn": "Mask R-CNN", "cascade_mask_rcnn": "Cascade Mask R-CNN", "htc": "HTC"}
-
 
 def cache_dir() -> Path:
     """nuimcli's cache folder: ``$NUIM_HOME`` if set, else ``~/.cache/nuimcli`` (not created here)."""
@@ -56,18 +54,9 @@ def check_cache_dir() -> Path:
 
 
 def architecture(preset: Preset) -> str:
-    """A short human name of the preset's model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``."""
-    m = preset.model
-    b = m.backbone
-    backbone = f"X-{b.depth}-{b.groups}x{b.base_width}d" if b.groups > 1 else f"R-{b.depth}"
-    if b.style == "caffe":
-        backbone += "-caffe"
-    name = f"{_DETECTOR_NAMES.get(m.detector, m.detector)} {backbone}-FPN"
-    if any(b.dcn_stages):
-        name += " DCN"
-    if m.detector == "htc" and not m.semantic.enabled:
-        name += " (no semantic)"
-    return name
+    """A short human name of the preset's model, e.g. ``Mask R-CNN R-50-FPN`` or ``HTC X-101-64x4d-FPN DCN``
+    (:attr:`nuimcli.presets.ModelConfig.display_name`: detector and backbone names from the presets)."""
+    return preset.model.display_name
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nuimcli import CLASSES
 from nuimcli.errors import UserError
-from nuimcli.presets import list_presets, load_preset
+from nuimcli.presets import list_presets, load_preset, presets_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,12 +38,12 @@ def test_every_row_has_a_preset_in_table_order():
 @pytest.mark.parametrize("name", list(ROWS.values()))
 def test_row_names_an_existing_manifest(name):
     p = load_preset(name)
-    assert p.arch is not None
-    assert (FIXTURES / "manifests" / f"{p.arch}.json").exists()
+    assert p.state_dict_manifest is not None
+    assert (FIXTURES / "manifests" / f"{p.state_dict_manifest}.json").exists()
 
 
 def test_manifests_are_all_used():
-    used = {load_preset(n).arch for n in ROWS.values()}
+    used = {load_preset(n).state_dict_manifest for n in ROWS.values()}
     on_disk = {p.stem for p in (FIXTURES / "manifests").glob("*.json")}
     assert used == on_disk
 
@@ -171,3 +172,99 @@ def test_integer_fields_stay_integers():
 def test_what_is_not_a_number_is_named(text, message):
     with pytest.raises(UserError, match=rf"schedule\.lr: {message}"):
         load_preset("mask-rcnn-r18-tiny", [f"schedule.lr={text}"])
+
+
+def _leaf_paths(d: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for k, v in d.items():
+        out += _leaf_paths(v, prefix + (k,)) if isinstance(v, dict) and v else [prefix + (k,)]
+    return out
+
+
+def _without(d: dict, path: tuple) -> dict:
+    import copy
+
+    out = copy.deepcopy(d)
+    node = out
+    for k in path[:-1]:
+        node = node[k]
+    del node[path[-1]]
+    return out
+
+
+def _resolved_or_none(raw: dict):
+    from nuimcli.presets import preset_from_dict
+
+    try:
+        return preset_from_dict(raw).to_dict()
+    except UserError:
+        return None
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in Path(presets_dir()).glob("*.yaml")))
+def test_no_preset_file_restates_what_it_inherits(stem):
+    """Defaults live once: a key whose removal leaves the resolved preset unchanged is a copy of
+    a dataclass default or of the base, and would hide a later change of either. (The release
+    block is exempt: it is the row's data, written in full.)"""
+    from nuimcli.presets import _deep_merge, _preset_files, _raw_preset, _read_yaml
+
+    files = _preset_files()
+    own = _read_yaml(files[stem])
+    base = own.pop("base", None)
+    inherited = {}
+    if base is not None:
+        inherited, _ = _raw_preset(base, files)
+        inherited.pop("description", None)
+    inherited["name"] = stem
+    whole = _resolved_or_none(_deep_merge(inherited, own))
+    assert whole is not None
+    restated = [".".join(path) for path in _leaf_paths(own)
+                if path[0] not in ("release", "name", "description")
+                and _resolved_or_none(_deep_merge(inherited, _without(own, path))) == whole]
+    assert not restated, f"presets/{stem}.yaml restates inherited values: {restated}"
+
+
+def test_presets_saved_with_the_old_arch_key_still_load(tmp_path):
+    """Checkpoints and work folders written before the rename store ``arch``: it reads as
+    ``state_dict_manifest``."""
+    from nuimcli.presets import preset_from_dict
+
+    p = load_preset("mask-rcnn-r50-1x")
+    old = p.to_dict()
+    old["arch"] = old.pop("state_dict_manifest")
+    assert preset_from_dict(old) == p
+    saved = tmp_path / "preset.yaml"
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    assert load_preset(str(saved)).state_dict_manifest == "mask-rcnn_r50_fpn_1x_nuim"
+
+
+def test_the_detector_table_drives_validation():
+    from nuimcli.presets import DETECTORS
+
+    assert list(DETECTORS) == ["mask_rcnn", "cascade_mask_rcnn", "htc"]
+    with pytest.raises(UserError, match="must be one of mask_rcnn, cascade_mask_rcnn, htc, got 'yolo'"):
+        load_preset("mask-rcnn-r50-1x", ["model.detector=yolo"])
+    with pytest.raises(UserError, match="only HTC has a semantic head"):
+        load_preset("cascade-mask-rcnn-r50-1x", ["model.semantic.enabled=true"])
+    with pytest.raises(UserError, match="model.roi.num_stages: Mask R-CNN has one RoI stage, got 3"):
+        load_preset("mask-rcnn-r50-1x", ["model.roi.num_stages=3", "model.roi.stage_iou_thrs=[0.5,0.6,0.7]",
+                                         "model.roi.stage_loss_weights=[1,1,1]", "model.roi.target_stds=[[1,1,1,1],[1,1,1,1],[1,1,1,1]]"])
+    for name in list_presets():
+        assert load_preset(name).model.detector in DETECTORS
+
+
+@pytest.mark.parametrize("name, backbone, model", [
+    ("mask-rcnn-r50-1x", "R-50-FPN", "Mask R-CNN R-50-FPN"),
+    ("mask-rcnn-r50-caffe-1x", "R-50-caffe-FPN", "Mask R-CNN R-50-caffe-FPN"),
+    ("cascade-mask-rcnn-x101-32x4d-1x", "X-101-32x4d-FPN", "Cascade Mask R-CNN X-101-32x4d-FPN"),
+    ("htc-r50-nosemantic-1x", "R-50-FPN", "HTC R-50-FPN (no semantic)"),
+    ("htc-x101-64x4d-dcn-coco20e-20e", "X-101-64x4d-FPN DCN", "HTC X-101-64x4d-FPN DCN"),
+])
+def test_one_display_name_per_backbone_and_model(name, backbone, model):
+    """The backbone's name is formatted in one place; ``nuim presets`` and the zoo both show it."""
+    from nuimcli import zoo
+    from nuimcli.cli.presets_cmd import preset_summary
+
+    p = load_preset(name)
+    assert p.model.backbone.display_name == backbone and p.model.display_name == model
+    assert preset_summary(p)["backbone"] == backbone and zoo.architecture(p) == model

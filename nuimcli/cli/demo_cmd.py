@@ -42,7 +42,7 @@ class DemoContext:
 
 def step_data(ctx: DemoContext) -> Any:
     """Write the synthetic nuImages set (tables + JPEGs) under ``<out>/data/nuimages``."""
-    from nuimcli.data.synthetic import write_default_demo_set
+    from nuimcli.synthetic import write_default_demo_set
 
     summaries = write_default_demo_set(ctx.data_root)
     n = ", ".join(f"{s.version}: {s.num_key_frames} images, {s.num_objects} objects" for s in summaries)

@@ -12,19 +12,6 @@ from nuimcli.presets import Preset, list_presets, load_preset
 from nuimcli.utils.progress import stdout_console
 
 
-def _backbone_name(p: Preset) -> str:
-    b = p.model.backbone
-    if b.groups > 1:
-        name = f"X-{b.depth}-{b.groups}x{b.base_width}d"
-    else:
-        name = f"R-{b.depth}"
-    if b.style == "caffe":
-        name += "-caffe"
-    if any(b.dcn_stages):
-        name += "-DCN"
-    return name
-
-
 def preset_summary(p: Preset) -> dict:
     """The columns of ``nuim presets`` for one preset."""
     r = p.release
@@ -32,13 +19,13 @@ def preset_summary(p: Preset) -> dict:
         "name": p.name,
         "row": r.row if r else None,
         "detector": p.model.detector,
-        "backbone": _backbone_name(p),
+        "backbone": p.model.backbone.display_name,
         "pretrain": r.pretrain if r else ("none" if not p.init.pretrained else p.init.pretrained),
         "schedule": r.schedule if r else f"{p.schedule.epochs}e",
         "released": p.has_release,
         "box_ap": r.box_ap if r else None,
         "mask_ap": r.mask_ap if r else None,
-        "arch": p.arch,
+        "state_dict_manifest": p.state_dict_manifest,
     }
 
 

@@ -1,1 +1,1 @@
-"""nuImages data: tables, conversion to COCO, synthetic data, datasets and transforms."""
+"""nuImages data: tables, conversion to COCO, datasets and transforms (synthetic data: ``nuimcli.synthetic``)."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from nuimcli.models.backbones import ResNet
 from nuimcli.models.necks import FPN
-from nuimcli.presets import BackboneConfig, Preset
+from nuimcli.presets import DETECTORS, BackboneConfig, Preset
 
 if TYPE_CHECKING:
     from nuimcli.models.detector import Detector
@@ -90,44 +90,46 @@ def build_roi_head(preset: Preset) -> "nn.Module":
         mask_thr_binary=roi.mask_thr_binary,
         train_cfg=roi,
     )
-    if m.detector == "mask_rcnn":
+    spec = DETECTORS.get(m.detector)
+    if spec is None:  # presets.validate_semantics rejects it first
+        raise ValueError(f"{preset.name}: unknown detector {m.detector!r}")
+    if not spec.cascade:
         if roi.num_stages != 1:
-            raise ValueError(f"{preset.name}: Mask R-CNN has one RoI stage, model.roi.num_stages={roi.num_stages}")
+            raise ValueError(f"{preset.name}: {spec.display_name} has one RoI stage, model.roi.num_stages={roi.num_stages}")
         return R.StandardRoIHead(bbox_head(0), R.FCNMaskHead(**mask_kw), **common)
     stages = range(roi.num_stages)
-    if m.detector == "cascade_mask_rcnn":
+    if not spec.hybrid:
         return R.CascadeRoIHead(
             [bbox_head(i) for i in stages],
             [R.FCNMaskHead(**mask_kw) for _ in stages],
             stage_loss_weights=list(roi.stage_loss_weights),
             **common,
         )
-    if m.detector == "htc":
-        sem = m.semantic
-        semantic_head = None
-        if sem.enabled:
-            semantic_head = R.FusedSemanticHead(
-                num_ins=len(m.rpn.anchor_strides),
-                fusion_level=sem.fusion_level,
-                num_convs=sem.num_convs,
-                in_channels=c,
-                conv_out_channels=c,
-                num_classes=sem.num_classes,
-                ignore_label=sem.ignore_label,
-                loss_weight=sem.loss_weight,
-            )
-        return R.HybridTaskCascadeRoIHead(
-            [bbox_head(i) for i in stages],
-            # every head but the first has conv_res (mmdet's HTC config), used by mask info flow
-            [R.HTCMaskHead(with_conv_res=i > 0, **mask_kw) for i in stages],
-            semantic_head=semantic_head,
-            semantic_stride=m.rpn.anchor_strides[sem.fusion_level],
-            interleaved=roi.interleaved,
-            mask_info_flow=roi.mask_info_flow,
-            stage_loss_weights=list(roi.stage_loss_weights),
-            **common,
+    # HTC: hybrid stages and the optional semantic head
+    sem = m.semantic
+    semantic_head = None
+    if sem.enabled:
+        semantic_head = R.FusedSemanticHead(
+            num_ins=len(m.rpn.anchor_strides),
+            fusion_level=sem.fusion_level,
+            num_convs=sem.num_convs,
+            in_channels=c,
+            conv_out_channels=c,
+            num_classes=sem.num_classes,
+            ignore_label=sem.ignore_label,
+            loss_weight=sem.loss_weight,
         )
-    raise ValueError(f"{preset.name}: unknown detector {m.detector!r}")  # presets.validate_semantics rejects it first
+    return R.HybridTaskCascadeRoIHead(
+        [bbox_head(i) for i in stages],
+        # every head but the first has conv_res (mmdet's HTC config), used by mask info flow
+        [R.HTCMaskHead(with_conv_res=i > 0, **mask_kw) for i in stages],
+        semantic_head=semantic_head,
+        semantic_stride=m.rpn.anchor_strides[sem.fusion_level],
+        interleaved=roi.interleaved,
+        mask_info_flow=roi.mask_info_flow,
+        stage_loss_weights=list(roi.stage_loss_weights),
+        **common,
+    )
 
 
 def build_model(preset: Preset) -> "Detector":

@@ -251,8 +251,8 @@ def load_state_dict_strict(
     sd = normalise_state_dict(state_dict)
     report = compare_state_dict(model, sd)
     if not report.ok:
-        arch = getattr(getattr(model, "preset", None), "arch", None)
-        what = f"preset '{preset_name}'" + (f" (architecture {arch})" if arch else "")
+        manifest = getattr(getattr(model, "preset", None), "state_dict_manifest", None)
+        what = f"preset '{preset_name}'" + (f" (architecture {manifest})" if manifest else "")
         where = f"{source}: " if source else ""
         raise CheckpointMismatch(
             f"{where}checkpoint does not match {what}: {report.counts()} keys\n{report.summary()}\n"

@@ -46,7 +46,7 @@ def no_temp_files(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def nuimages(tmp_path_factory) -> Path:
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path_factory.mktemp("nuim")
     generate_nuimages(root, version="v1.0-mini", num_samples=6, width=160, height=90, seed=3,
@@ -55,10 +55,10 @@ def nuimages(tmp_path_factory) -> Path:
 
 
 def test_convert(nuimages, tmp_path, monkeypatch, capsys):
-    from nuimcli.data import convert
+    from nuimcli.data import convert_worker
 
     out = tmp_path / "ann"
-    real = convert._WorkerState.process
+    real = convert_worker.WorkerState.process
     calls = []
 
     def process(self, item):
@@ -67,7 +67,7 @@ def test_convert(nuimages, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(self, item)
 
-    monkeypatch.setattr(convert._WorkerState, "process", process)
+    monkeypatch.setattr(convert_worker.WorkerState, "process", process)
     args = ["convert", "--data-root", nuimages, "--out-dir", out, "--nproc", "0"]
     code, _, err = nuim(capsys, *args)
     line = one_interrupted_line(err)
@@ -76,7 +76,7 @@ def test_convert(nuimages, tmp_path, monkeypatch, capsys):
     assert f"continue with `nuim convert --data-root {nuimages}" in line and "only the missing PNGs" in line
     assert not (out / "nuimages_v1.0-mini.json").exists() and len(list(out.rglob("*.png"))) == 2
     no_temp_files(out)
-    monkeypatch.setattr(convert._WorkerState, "process", real)
+    monkeypatch.setattr(convert_worker.WorkerState, "process", real)
     code, _, err = nuim(capsys, *args)  # the command it names finishes the job
     assert code == 0, err
     assert (out / "nuimages_v1.0-mini.json").is_file() and len(list(out.rglob("*.png"))) == 6
@@ -155,7 +155,7 @@ def test_zoo_download(tmp_path, monkeypatch, capsys):
 
 
 def test_demo(tmp_path, monkeypatch, capsys):
-    import nuimcli.data.synthetic as synthetic
+    import nuimcli.synthetic as synthetic
 
     def write(*args, **kwargs):
         raise KeyboardInterrupt
@@ -212,13 +212,13 @@ def test_a_real_ctrl_c_to_the_process_group(nuimages, tmp_path):
     # One image is slow to paint, so the signal comes while the pool works.
     code = (
         "import sys, time, pathlib\n"
-        "from nuimcli.data import convert\n"
-        "real = convert._WorkerState.process\n"
+        "from nuimcli.data import convert_worker\n"
+        "real = convert_worker.WorkerState.process\n"
         "def slow(self, item):\n"
         f"    pathlib.Path({str(ready)!r}).touch()\n"
         "    time.sleep(60)\n"
         "    return real(self, item)\n"
-        "convert._WorkerState.process = slow\n"
+        "convert_worker.WorkerState.process = slow\n"
         "from nuimcli.cli import main\n"
         "main(sys.argv[1:])\n"
     )

@@ -24,7 +24,7 @@ def run_nuim(*args: str, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     from nuimcli.data.convert import convert
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path_factory.mktemp("nuim")
     generate_nuimages(root, version="v1.0-train", num_samples=2, width=192, height=108, seed=5,

@@ -18,6 +18,8 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from nuimcli.data import convert as cv
+from nuimcli.data import convert_worker
+from nuimcli.data.convert_manifest import MANIFEST_NAME, Manifest, png_rel_path
 from nuimcli.data.nuimages import NAME_MAPPING, NUS_CATEGORIES
 from nuimcli.errors import UserError
 
@@ -84,7 +86,7 @@ def test_golden_output_is_reproduced_exactly(golden_root, tmp_path, nproc):
         assert text == json.dumps(json.loads(expected))
     _assert_same_output(out, FIX / "expected", names)
     assert _tree(golden_root) == before  # nothing written into the data root
-    assert sorted(p.name for p in out.iterdir()) == sorted(names + ["semantic_masks", cv.MANIFEST_NAME, cv.LOCK_NAME])
+    assert sorted(p.name for p in out.iterdir()) == sorted(names + ["semantic_masks", MANIFEST_NAME, cv.LOCK_NAME])
     mini = summaries[0]
     assert (mini.images, mini.annotations, mini.null_object_masks, mini.null_surface_masks) == (12, 192, 2, 1)
     assert sum(mini.annotations_per_class.values()) == mini.annotations and mini.max_semantic_index == 31
@@ -110,7 +112,7 @@ def test_version_without_key_frames_gives_empty_valid_json(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path_factory.mktemp("syn")
     generate_nuimages(root, "v1.0-train", num_samples=14, width=480, height=270, seed=1,
@@ -224,7 +226,7 @@ def test_interrupted_run_resumes_without_rewriting_finished_pngs(golden_root, tm
     cv.convert(golden_root, list(VERSIONS), ref, nproc=1)
 
     calls = {"n": 0}
-    original = cv._WorkerState.process
+    original = convert_worker.WorkerState.process
 
     def flaky(self, item):  # each worker process dies after painting 3 images
         calls["n"] += 1
@@ -232,15 +234,15 @@ def test_interrupted_run_resumes_without_rewriting_finished_pngs(golden_root, tm
             raise RuntimeError("simulated crash")
         return original(self, item)
 
-    monkeypatch.setattr(cv._WorkerState, "process", flaky)
+    monkeypatch.setattr(convert_worker.WorkerState, "process", flaky)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="simulated crash"):
         cv.convert(golden_root, list(VERSIONS), out, nproc=2, chunk_size=1)
-    monkeypatch.setattr(cv._WorkerState, "process", original)
+    monkeypatch.setattr(convert_worker.WorkerState, "process", original)
     assert not list(out.glob("*.json"))
     finished = _tree(out / "semantic_masks")
     assert 3 <= len(finished) < 16
-    manifest = cv.Manifest(out / cv.MANIFEST_NAME)
+    manifest = Manifest(out / MANIFEST_NAME)
     assert set(manifest.entries) == set(finished)
 
     summaries = cv.convert(golden_root, list(VERSIONS), out, nproc=2)
@@ -248,7 +250,7 @@ def test_interrupted_run_resumes_without_rewriting_finished_pngs(golden_root, tm
     after = _tree(out / "semantic_masks")
     assert all(after[k] == v for k, v in finished.items())  # same inode and mtime: not rewritten
     _assert_same_output(out, ref, [f"nuimages_{v}.json" for v in VERSIONS])
-    assert cv.Manifest(out / cv.MANIFEST_NAME).entries.keys() == cv.Manifest(ref / cv.MANIFEST_NAME).entries.keys()
+    assert Manifest(out / MANIFEST_NAME).entries.keys() == Manifest(ref / MANIFEST_NAME).entries.keys()
 
 
 def test_stale_pngs_are_repainted_and_only_those(golden_root, tmp_path):
@@ -264,10 +266,10 @@ def test_stale_pngs_are_repainted_and_only_those(golden_root, tmp_path):
     _rewrite(golden_root / "v1.0-mini" / "object_ann.json", lambda rows: rows[i].update(category_token=cats["animal"]))
     sd = json.loads((golden_root / "v1.0-mini" / "sample_data.json").read_text())
     keys = [r for r in sd if r["is_key_frame"]]
-    changed = cv.png_rel_path(keys[-1]["filename"])
+    changed = png_rel_path(keys[-1]["filename"])
     # Output change behind our back: one PNG deleted, one overwritten by something else.
-    deleted = cv.png_rel_path(keys[0]["filename"])
-    edited = cv.png_rel_path(keys[1]["filename"])
+    deleted = png_rel_path(keys[0]["filename"])
+    edited = png_rel_path(keys[1]["filename"])
     (out / "semantic_masks" / deleted).unlink()
     cv2.imwrite(str(out / "semantic_masks" / edited), np.zeros((900, 1600), np.uint8))
     edited_stat = _tree(out / "semantic_masks")[edited]
@@ -289,7 +291,7 @@ def test_stale_pngs_are_repainted_and_only_those(golden_root, tmp_path):
 
 def test_killed_process_resumes(tmp_path):
     """SIGKILL the whole process group mid-run; the rerun repaints only what is not journaled."""
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     root = tmp_path / "nuimages"
     generate_nuimages(root, "v1.0-train", num_samples=100, width=1600, height=900, seed=5,
@@ -310,7 +312,7 @@ def test_killed_process_resumes(tmp_path):
         p.wait()
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
     assert not (out / "nuimages_v1.0-train.json").exists()
-    journaled = cv.Manifest(out / cv.MANIFEST_NAME).entries
+    journaled = Manifest(out / MANIFEST_NAME).entries
     finished = {k: v for k, v in _tree(out / "semantic_masks").items() if k in journaled}
     assert len(finished) >= 10
 

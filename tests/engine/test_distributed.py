@@ -21,7 +21,7 @@ OVERRIDES = ["model.backbone.depth=18", "model.fpn_channels=32", "model.rpn.feat
 
 def _setup(root: Path):
     from nuimcli.data.convert import convert
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
 
     generate_nuimages(root, version="v1.0-train", num_samples=4, width=192, height=108, seed=3,
                       sweeps_per_sample=0, objects_per_image=(2, 4), null_mask_fraction=0.0)

@@ -299,7 +299,7 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
 def test_real_detector_resume_is_exact(tmp_path):
     """Interrupt + resume of the real (small) Mask R-CNN equals the uninterrupted run."""
     from nuimcli.data.convert import convert
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
     from nuimcli.models.build import build_model
 
     root = tmp_path / "nuim"
@@ -391,7 +391,7 @@ OVERFIT_ITERS = 70
 def overfit_tiny_preset(work: str, seed: int) -> dict:
     """Train the tiny preset, as shipped, on 4 synthetic images; loss ratio and box AP50 on them."""
     from nuimcli.data.convert import convert
-    from nuimcli.data.synthetic import generate_nuimages
+    from nuimcli.synthetic import generate_nuimages
     from nuimcli.engine.evaluate import evaluate_detector
     from nuimcli.models.build import build_model
 

@@ -17,7 +17,7 @@ from nuimcli.models.backbones import DeformConv2d
 from nuimcli.models.build import build_model
 from nuimcli.models.checkpoints import CheckpointMismatch, load_detector, save_checkpoint
 from nuimcli.models.roi_heads import CascadeRoIHead, HybridTaskCascadeRoIHead, StandardRoIHead
-from nuimcli.presets import list_presets, load_preset
+from nuimcli.presets import load_preset, presets_by_manifest
 
 # Small test scale, proposal and detection counts keep the 10 forwards fast (the mask heads
 # dominate: 4 convs of 256 channels per RoI and stage); the architecture is unchanged.
@@ -27,12 +27,7 @@ SMALL = ["data.test_scale=[96,64]", "model.rpn.test_nms_pre=200", "model.rpn.tes
 
 @lru_cache(maxsize=None)
 def _arch_presets() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in list_presets():
-        p = load_preset(name)
-        if p.arch and p.arch not in out:
-            out[p.arch] = name
-    return out
+    return {manifest: names[0] for manifest, names in presets_by_manifest().items()}
 
 
 ARCH_PRESETS = sorted(_arch_presets().values())

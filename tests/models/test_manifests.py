@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nuimcli.models.build import build_backbone, build_model, build_neck
-from nuimcli.presets import list_presets, load_preset
+from nuimcli.presets import load_preset, presets_by_manifest
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
 ARCHS = sorted(p.stem for p in MANIFESTS.glob("*.json"))
@@ -24,12 +24,7 @@ ARCHS = sorted(p.stem for p in MANIFESTS.glob("*.json"))
 
 @lru_cache(maxsize=None)
 def _arch_presets() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name in list_presets():
-        p = load_preset(name)
-        if p.arch:
-            out.setdefault(p.arch, []).append(name)
-    return out
+    return presets_by_manifest()
 
 
 def _manifest(arch: str) -> list[tuple[str, tuple[int, ...], str]]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from nuimcli.data.synthetic import (
+from nuimcli.synthetic import (
     CATEGORY_RGB,
     CATEGORY_TO_CLASS,
     encode_mask,
