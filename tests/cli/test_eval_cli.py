@@ -179,7 +179,7 @@ def known_answer_checkpoint(path: Path):
     import torch
 
     from nuimcli.models.build import build_model
-    from nuimcli.models.checkpoints import save_checkpoint
+    from nuimcli.checkpoints import save_checkpoint
 
     preset = load_preset("mask-rcnn-r18-tiny", ["model.roi.max_per_img=3"])
     torch.manual_seed(0)

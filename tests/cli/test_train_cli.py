@@ -101,13 +101,12 @@ def test_resume_without_checkpoint(data_root, tmp_path, capsys):
     assert r.returncode == 2 and "latest.pth" in r.stderr
 
 
-def test_resume_command_repeats_the_invocation(monkeypatch):
+def test_resume_command_repeats_the_invocation():
     import nuimcli.cli.train_cmd as train_cmd
 
-    monkeypatch.setattr(train_cmd, "INVOCATION", ["train", "mask-rcnn-r18-tiny", "--data-root", "my data",
-                                                  "--work-dir", "wd", "--resume", "wd/iter_4.pth", "--set",
-                                                  "data.samples_per_gpu=1"])
-    assert train_cmd.resume_command("mask-rcnn-r18-tiny", None) == (
+    argv = ["train", "mask-rcnn-r18-tiny", "--data-root", "my data", "--work-dir", "wd", "--resume", "wd/iter_4.pth",
+            "--set", "data.samples_per_gpu=1"]
+    assert train_cmd.resume_command(argv, "mask-rcnn-r18-tiny", None) == (
         "nuim train mask-rcnn-r18-tiny --data-root 'my data' --work-dir wd --set data.samples_per_gpu=1 "
         "--resume latest")
 
