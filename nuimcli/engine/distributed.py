@@ -14,6 +14,7 @@ The backend is NCCL on CUDA and gloo on CPU (tests run two CPU processes with gl
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
@@ -194,34 +195,47 @@ def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = ()) -> Any:
     without one (e.g. by the OOM killer) is a :class:`RunFailed`.
     """
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     replies = mp.get_context("spawn").SimpleQueue()
     port = free_port()
     ctx = mp.start_processes(_spawn_entry, args=(fn, nprocs, port, args, replies), nprocs=nprocs, join=False,
                              start_method="spawn")
-    got: dict[int, tuple] = {}
-    failure: Optional[Exception] = None
+    value: Any = None
+    errors: list[tuple[BaseException, str]] = []  # in the order they were raised
+    failure: Optional[ProcessException] = None
 
     def drain() -> None:
         # Read while the workers run: a large result would otherwise fill the pipe and block its writer.
+        nonlocal value
         while not replies.empty():
             rank, error, payload = replies.get()
-            got.setdefault(rank, (error, payload))
+            if error is None:
+                value = payload
+            else:
+                errors.append((error, payload))
 
-    while True:
-        drain()
-        try:
-            if ctx.join(timeout=0.2):
+    # join() stops the other processes when one fails and logs a warning per process; the error
+    # raised below says what failed, in one line.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
+    try:
+        while True:
+            drain()
+            try:
+                if ctx.join(timeout=0.2):
+                    break
+            except ProcessException as e:
+                failure = e
                 break
-        except mp.ProcessException as e:
-            failure = e
-            break
+    finally:
+        spawn_log.setLevel(level)
     drain()
     if failure is None:
-        return got[0][1] if 0 in got else None
-    errors = {r: v for r, v in got.items() if v[0] is not None}
-    first = getattr(failure, "error_index", None)
+        return value
     if errors:
-        error, tb = errors[first] if first in errors else next(iter(errors.values()))
+        # The first one raised is the cause; the others are ranks losing their peer because of it.
+        error, tb = errors[0]
         raise error from RemoteTraceback(tb)
-    raise RunFailed(f"process {first} of {nprocs} stopped without an error message ({failure})")
+    raise RunFailed(f"process {failure.error_index} of {nprocs} stopped without an error message ({failure})")

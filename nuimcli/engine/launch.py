@@ -54,7 +54,9 @@ def _run_rank(world: World, fn: Callable[..., Any], device: str, args: tuple) ->
 
         torch.cuda.set_device(dev)
     init(world, dev)
-    try:
-        return fn(world, dev, *args)
-    finally:
-        cleanup()
+    value = fn(world, dev, *args)
+    # Only after success: leaving the group on an exception would close the connections before the
+    # exception is reported, and a peer's "connection closed" could arrive first and hide the cause.
+    # A failed process exits, which ends its membership anyway.
+    cleanup()
+    return value

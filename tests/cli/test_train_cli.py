@@ -101,6 +101,17 @@ def test_resume_without_checkpoint(data_root, tmp_path, capsys):
     assert r.returncode == 2 and "latest.pth" in r.stderr
 
 
+def test_an_error_in_gpus_workers_is_the_same_one_line(data_root, tmp_path, capsys):
+    """--gpus 2 (two CPU processes with gloo): the workers' UserError reaches the parent as a
+    UserError (exit 2, one line), not as a traceback to search."""
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir",
+                    str(tmp_path / "w"), "--device", "cpu", "--gpus", "2", "--threads", "1", "--no-tensorboard",
+                    "--resume", *SMALL)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'w'}: no latest.pth to resume from (train without "
+                                             "--resume first)"]
+
+
 def test_resume_command_repeats_the_invocation():
     import nuimcli.cli.train_cmd as train_cmd
 
