@@ -116,7 +116,8 @@ def save(t: "Trainer", name: str) -> Path:
 
 
 def resume(t: "Trainer") -> bool:
-    """Restore model, optimiser, scaler, position and RNGs from ``--resume``; False when not resuming."""
+    """Restore model, optimiser, scaler, position and RNGs from ``--resume`` (``latest``: the work
+    dir's ``latest.pth``; else a file, URL or zoo name); False when not resuming."""
     if not t.opts.resume:
         return False
     from nuimcli.checkpoints import load_checkpoint
@@ -126,10 +127,8 @@ def resume(t: "Trainer") -> bool:
         path = t.work_dir / "latest.pth"
         if not path.exists():
             raise UserError(f"{t.work_dir}: no latest.pth to resume from (train without --resume first)")
-    else:
-        path = Path(t.opts.resume)
-        if not path.is_file():
-            raise UserError(f"{path}: checkpoint to resume from not found")
+    else:  # a file, or a URL / zoo name like --load-from (a zoo file then fails the check below)
+        path = _fetch(t, t.opts.resume, "resume checkpoint", "--resume PATH (a local file)")
     # weights_only: a resume file holds tensors and plain containers only (see rng_state);
     # one that pickles anything else is refused unless --trust-checkpoint.
     ckpt = load_checkpoint(path, trust=t.opts.trust_checkpoint)

@@ -188,6 +188,8 @@ def test_resume_errors(tmp_path):
     torch.save({"state_dict": ToyDetector().state_dict()}, bad)
     with pytest.raises(UserError, match="not a nuim training checkpoint"):
         Trainer(toy_preset(), opts(tmp_path, ann, resume=str(bad)), model=ToyDetector()).run()
+    with pytest.raises(UserError, match="gone.pth: no such resume checkpoint file"):
+        Trainer(toy_preset(), opts(tmp_path, ann, resume=str(tmp_path / "gone.pth")), model=ToyDetector()).run()
 
 
 def test_diverging_loss_is_reported(tmp_path):
