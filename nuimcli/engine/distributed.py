@@ -209,7 +209,7 @@ def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = ()) -> Any:
         # Read while the workers run: a large result would otherwise fill the pipe and block its writer.
         nonlocal value
         while not replies.empty():
-            rank, error, payload = replies.get()
+            _, error, payload = replies.get()
             if error is None:
                 value = payload
             else:
