@@ -103,3 +103,20 @@ def test_two_processes_download_once_and_share_errors(tiny_zoo):
     with pytest.raises(DownloadError, match="HTTP 404"):
         launch(_resolve_rank, (srv.url("/gone/file-12345678.pth"),), gpus=2, device="cpu")
     assert len(srv.requests_for("/gone/file-12345678.pth")) == 1
+
+
+def _resolve_as_one_node_each(world, device, spec):
+    import os
+
+    os.environ["LOCAL_RANK"] = "0"  # two "nodes" of one process each, sharing this machine's cache
+    return _resolve_rank(world, device, spec)
+
+
+def test_node_leaders_take_turns_on_a_shared_cache(tiny_zoo):
+    """Two node leaders sharing one cache: the first downloads, the second finds the file (never
+    two writers of one .part file)."""
+    from nuimcli.engine.launch import launch
+
+    srv, path = tiny_zoo["server"], tiny_zoo["path"]
+    paths = launch(_resolve_as_one_node_each, (srv.url(path),), gpus=2, device="cpu")
+    assert len(set(paths)) == 1 and len(srv.requests_for(path)) == 1
