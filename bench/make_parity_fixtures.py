@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from oracle_parity import DEFAULT_ORACLE, chosen_archs  # noqa: E402
 
-from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
+from nuimcli.checkpoints import save_checkpoint  # noqa: E402
 from nuimcli.testing import inference_parity as P  # noqa: E402
 from nuimcli.testing import parity_compare as C  # noqa: E402
 from nuimcli.testing.random_weights import synthetic_image  # noqa: E402

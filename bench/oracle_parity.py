@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize, synthetic_image  # noqa: E402
 
 from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor  # noqa: E402
-from nuimcli.models.checkpoints import save_checkpoint  # noqa: E402
+from nuimcli.checkpoints import save_checkpoint  # noqa: E402
 from nuimcli.presets import load_preset, presets_by_manifest  # noqa: E402
 
 DEFAULT_ORACLE = Path.home() / ".cache/nuim-oracle/venv/bin/python"

@@ -34,6 +34,6 @@ def load(name_or_path, preset=None, device="cpu", trust_checkpoint=False):
     code) is read only when a preset names it (its SHA-256) or ``trust_checkpoint`` is True.
     """
     # Imported here so `import nuimcli` (and the CLI's startup) stays light: no torch import.
-    from nuimcli.models.checkpoints import load_detector
+    from nuimcli.engine.resolve import load_detector
 
-    return load_detector(name_or_path, preset_name=preset, device=device, trust=trust_checkpoint)
+    return load_detector(name_or_path, preset=preset, device=device, trust=trust_checkpoint)

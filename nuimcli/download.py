@@ -23,7 +23,6 @@ library for this; Range, retries and file URLs are a few lines each.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -38,6 +37,7 @@ from rich.markup import escape
 
 from nuimcli import __version__
 from nuimcli.errors import EXIT_PARTIAL, UserError
+from nuimcli.utils.hashing import sha256_file
 
 #: Environment variable naming a mirror that keeps the upstream layout (see :func:`mirror_url`).
 MIRROR_ENV = "NUIM_ZOO_URL"
@@ -69,18 +69,6 @@ class _Fatal(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    """Full hex SHA-256 of a file's bytes (streamed: constant memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def hash_prefix_from_name(name_or_url: str) -> Optional[str]:

@@ -25,9 +25,10 @@ from typing import Any, Optional
 
 from nuimcli import download
 from nuimcli import presets as _presets
-from nuimcli.download import DownloadError
+from nuimcli.download import DownloadError, file_name_of
 from nuimcli.errors import UserError
 from nuimcli.presets import Preset, list_presets, load_preset
+from nuimcli.utils.hashing import sha256_file
 
 HOME_ENV = "NUIM_HOME"
 
@@ -209,17 +210,11 @@ def download_entry(
 
 
 def fetch_to_cache(url: str, base_url: Optional[str] = None, progress: bool = True, **fetch_kwargs: Any) -> Path:
-    """Any published file (ImageNet backbone, COCO ``load_from`` checkpoint…) into the cache.
+    """Any published http(s) file (ImageNet backbone, COCO ``load_from`` checkpoint…) into the cache.
 
     The file keeps its upstream name under :func:`checkpoints_dir`; when that name carries a
-    hash suffix (``resnet50-19c8e357.pth``) the download is verified against it. A ``file://``
-    URL or an existing local path is returned as is (nothing copied).
+    hash suffix (``resnet50-19c8e357.pth``) the download is verified against it.
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        return Path(urllib.request.url2pathname(parts.path))
-    if not parts.scheme and Path(url).expanduser().exists():
-        return Path(url).expanduser()
     dest = check_cache_dir() / download.file_name_of(url)
     return download.fetch(
         url, dest, expected_hash8=download.hash_prefix_from_name(url), base_url=base_url,
@@ -227,44 +222,93 @@ def fetch_to_cache(url: str, base_url: Optional[str] = None, progress: bool = Tr
     )
 
 
-def resolve_checkpoint(
-    name_or_path: str | os.PathLike, download: bool = True, base_url: Optional[str] = None, progress: bool = True
-) -> Path:
-    """A checkpoint argument → a local file.
+def best_released(preset: Optional[str] = None) -> ZooEntry:
+    """The entry to use when no checkpoint is named: ``preset``'s own released file, or (no
+    preset) the released row with the highest mask AP."""
+    if preset is not None:
+        load_preset(preset)  # an unknown name: the error suggests the closest preset
+        entry = next((e for e in registry() if e.name == preset), None)
+        if entry is None or not entry.released:  # a table row without a file, or the tiny preset
+            raise UserError(f"preset '{preset}' has no released checkpoint; pass --checkpoint PATH "
+                            f"(e.g. work_dirs/{preset}/latest.pth from `nuim train {preset}`)")
+        return entry
+    released = [e for e in registry() if e.released]
+    if not released:
+        raise UserError("no released checkpoint in the zoo; pass --checkpoint PATH")
+    return max(released, key=lambda e: (e.mask_ap or 0.0, e.box_ap or 0.0))
 
-    An existing path is returned as is. A zoo name (``mask-rcnn-r50-1x``) gives its cached
-    file, downloaded first when ``download`` (else a :class:`UserError` saying how to get it).
-    An http(s) URL is fetched into the cache. Anything else is a :class:`UserError` naming the
-    closest zoo name.
+
+# --------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checkpoint argument made local: the file, and its preset when the name alone tells."""
+
+    path: Path
+    preset: Optional[str] = None  #: the zoo name for a zoo entry or a released file's URL, else None (the file decides)
+
+
+def looks_like_path(text: str) -> bool:
+    """True when ``text`` is meant as a file path (a separator or a checkpoint suffix), so that a
+    missing file is reported as such rather than as an unknown zoo name."""
+    return os.sep in text or "/" in text or Path(text).suffix in (".pth", ".pt", ".ckpt")
+
+
+def locate(
+    spec: str | os.PathLike, download: bool = True, progress: bool = True, base_url: Optional[str] = None,
+    what: str = "checkpoint",
+) -> Resolved:
+    """A checkpoint argument → :class:`Resolved` (a local file), in this process.
+
+    An existing path is returned as is; a ``file://`` URL names a local file. A zoo name
+    (``mask-rcnn-r50-1x``) gives its cached file, downloaded and verified first when
+    ``download`` (else a :class:`UserError` saying how to get it). An http(s) URL is fetched
+    into the cache under its own name (``download`` False: only found there). Anything else is
+    a :class:`UserError` naming the closest zoo name; ``what`` names the file in the messages.
+    Multi-process jobs call :func:`nuimcli.engine.resolve.resolve`, which runs this once per node.
     """
-    text = str(name_or_path)
+    text = str(spec)
     path = Path(text).expanduser()
     if path.exists():
-        return path
-    scheme = urllib.parse.urlsplit(text).scheme
-    if scheme in ("http", "https", "file"):
-        return fetch_to_cache(text, base_url=base_url, progress=progress)
+        return Resolved(path)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme == "file":
+        local = Path(urllib.request.url2pathname(parts.path))
+        if not local.exists():
+            raise UserError(f"{text}: no such {what} file")
+        return Resolved(local)
+    if parts.scheme in ("http", "https"):
+        entry = next((e for e in registry() if e.checkpoint_url == text), None)
+        if download:
+            return Resolved(fetch_to_cache(text, base_url=base_url, progress=progress), entry.name if entry else None)
+        cached = checkpoints_dir() / file_name_of(text)
+        if not cached.is_file():
+            raise UserError(f"{text}: not downloaded into {checkpoints_dir()}")
+        return Resolved(cached, entry.name if entry else None)
     entries = registry()
     by_name = {e.name: e for e in entries}
     if text in by_name:
-        entry = by_name[text]
-        if not entry.released:
-            raise _not_released(entry)
-        if entry.downloaded:
-            return entry.path  # type: ignore[return-value]
-        if not download:
-            raise UserError(f"'{text}' is not downloaded; run `nuim zoo download {text}`")
-        try:
-            return download_entry(entry, base_url=base_url, progress=progress)
-        except DownloadError as e:
-            raise type(e)(f"{e}, or pass a local checkpoint file instead of the zoo name") from None
-    looks_like_path = os.sep in text or "/" in text or path.suffix in (".pth", ".pt", ".ckpt")
-    if looks_like_path:
-        raise UserError(f"checkpoint file {text} does not exist")
+        return Resolved(_cached_entry_file(by_name[text], download, base_url, progress), text)
+    if looks_like_path(text):
+        raise UserError(f"{text}: no such {what} file")
     raise UserError(
-        f"'{text}' is neither a checkpoint file nor a zoo name{_suggestion(text, list(by_name))}; "
+        f"'{text}' is neither a {what} file nor a zoo name{_suggestion(text, list(by_name))}; "
         "`nuim zoo list` shows the names"
     )
+
+
+def _cached_entry_file(entry: ZooEntry, download: bool, base_url: Optional[str], progress: bool) -> Path:
+    if not entry.released:
+        raise _not_released(entry)
+    if entry.downloaded:
+        return entry.path  # type: ignore[return-value]
+    if not download:
+        raise UserError(f"'{entry.name}' is not downloaded; run `nuim zoo download {entry.name}`")
+    try:
+        return download_entry(entry, base_url=base_url, progress=progress)
+    except DownloadError as e:
+        raise type(e)(f"{e}, or pass a local checkpoint file instead of the zoo name") from None
 
 
 # --------------------------------------------------------------------------- check
@@ -296,22 +340,6 @@ class CheckResult:
         return d
 
 
-def load_into_preset_model(path: str | os.PathLike, preset_name: str) -> int:
-    """Build ``preset_name``'s model and load the checkpoint at ``path`` into it strictly.
-
-    Returns the number of tensors loaded. Raises the model code's ``CheckpointMismatch``
-    (a :class:`UserError`) on missing / unexpected / mis-shaped keys.
-    """
-    from nuimcli.models.build import build_model
-    from nuimcli.models.checkpoints import load_checkpoint, load_state_dict_strict
-
-    model = build_model(load_preset(preset_name))
-    ckpt = load_checkpoint(str(path), map_location="cpu")
-    state_dict = ckpt["state_dict"]
-    load_state_dict_strict(model, state_dict, preset_name, source=str(path))
-    return len(state_dict)
-
-
 def check_entry(entry: ZooEntry, load: bool = True) -> CheckResult:
     """Re-hash the cached file of ``entry`` and (if ``load``) load it strictly into its preset's model."""
     t0 = time.perf_counter()
@@ -324,14 +352,18 @@ def check_entry(entry: ZooEntry, load: bool = True) -> CheckResult:
         return res
     expected = entry.hash8 or download.hash_prefix_from_name(entry.checkpoint_url or "")
     res.expected_hash8 = expected
-    found = download.sha256_file(entry.path)  # type: ignore[arg-type]
+    found = sha256_file(entry.path)  # type: ignore[arg-type]
     res.found_hash8 = found[: len(expected) if expected else 8]
     res.hash_ok = expected is not None and found.startswith(expected)
     if not res.hash_ok:
         res.detail = f"SHA-256 starts with {res.found_hash8}, expected {expected}: the file is damaged; download it again with --force"
     elif load:
+        from nuimcli.checkpoints import build_from_checkpoint, load_checkpoint
+
         try:
-            n = load_into_preset_model(entry.path, entry.name)  # type: ignore[arg-type]
+            ckpt = load_checkpoint(entry.path)  # type: ignore[arg-type]
+            build_from_checkpoint(entry.path, entry.name, checkpoint=ckpt)  # type: ignore[arg-type]
+            n = len(ckpt["state_dict"])
             res.load_ok = True
             res.tensors = n
             res.detail = f"{n} tensors loaded strictly"

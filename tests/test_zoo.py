@@ -1,4 +1,4 @@
-"""nuimcli.zoo: the registry from the presets, the cache, resolve_checkpoint, fetch_to_cache and check."""
+"""nuimcli.zoo: the registry from the presets, the cache, locate (one process's resolving), fetch_to_cache and check."""
 
 from __future__ import annotations
 
@@ -91,33 +91,35 @@ def test_fake_registry_download_keeps_upstream_name(fake_zoo, isolated_home):
         zoo.download_entry(zoo.get_entry("zoo-unreleased"), progress=False)
 
 
-def test_resolve_checkpoint(fake_zoo, tmp_path):
+def test_locate(fake_zoo, tmp_path):
     local = tmp_path / "mine.pth"
     local.write_bytes(b"x")
-    assert zoo.resolve_checkpoint(local) == local
+    assert zoo.locate(local) == zoo.Resolved(local, None)
     with pytest.raises(UserError, match="not downloaded; run `nuim zoo download zoo-a`"):
-        zoo.resolve_checkpoint("zoo-a", download=False)
-    p = zoo.resolve_checkpoint("zoo-a", progress=False)
+        zoo.locate("zoo-a", download=False)
+    found = zoo.locate("zoo-a", progress=False)
+    assert found.preset == "zoo-a"  # a zoo name brings its preset
+    p = found.path
     assert p.read_bytes() == fake_zoo["zoo-a"][0]
     n = len(fake_zoo["server"].requests)
-    assert zoo.resolve_checkpoint("zoo-a", download=False) == p  # cached: no request
+    assert zoo.locate("zoo-a", download=False).path == p  # cached: no request
     assert len(fake_zoo["server"].requests) == n
     with pytest.raises(UserError, match="did you mean 'zoo-b'"):
-        zoo.resolve_checkpoint("zoo-bb")
+        zoo.locate("zoo-bb")
     with pytest.raises(UserError, match="no released checkpoint"):
-        zoo.resolve_checkpoint("zoo-unreleased")
-    with pytest.raises(UserError, match="does not exist"):
-        zoo.resolve_checkpoint(str(tmp_path / "nope.pth"))
+        zoo.locate("zoo-unreleased")
+    with pytest.raises(UserError, match="nope.pth: no such checkpoint file"):
+        zoo.locate(str(tmp_path / "nope.pth"))
     # a URL goes to the cache under its own name
     b, pb = fake_zoo["zoo-b"]
-    q = zoo.resolve_checkpoint(fake_zoo["server"].url(pb), progress=False)
+    q = zoo.locate(fake_zoo["server"].url(pb), progress=False).path
     assert q.parent == zoo.checkpoints_dir() and q.read_bytes() == b
 
 
 def test_resolve_offline_says_which_url_and_how_to_get_the_file(fake_zoo):
     fake_zoo["server"].faults[fake_zoo["zoo-a"][1]] = ["500"] * 10
     with pytest.raises(DownloadError) as e:
-        zoo.resolve_checkpoint("zoo-a", progress=False)
+        zoo.locate("zoo-a", progress=False)
     msg = str(e.value)
     entry = zoo.get_entry("zoo-a")
     assert "\n" not in msg and e.value.exit_code == 1
@@ -141,7 +143,7 @@ def test_mirror_serves_every_kind_of_file(tmp_path, monkeypatch):
     folder = write_presets(tmp_path / "presets", {"zoo-m": "https://download.openmmlab.com" + rel_path})
     use_presets(monkeypatch, folder)
     monkeypatch.setenv("NUIM_ZOO_URL", mirror.as_uri())
-    assert zoo.resolve_checkpoint("zoo-m", progress=False).read_bytes() == released
+    assert zoo.locate("zoo-m", progress=False).path.read_bytes() == released
     got_bb = zoo.fetch_to_cache("https://download.pytorch.org" + bb_path, progress=False)
     got_coco = zoo.fetch_to_cache("http://download.openmmlab.com" + coco_path, progress=False)
     assert got_bb.read_bytes() == backbone and got_coco.read_bytes() == coco
@@ -183,7 +185,7 @@ def _tiny_model():
 def test_check_loads_strictly_and_catches_a_wrong_state_dict(server, tmp_path, monkeypatch):
     import torch
 
-    from nuimcli.models.checkpoints import save_checkpoint
+    from nuimcli.checkpoints import save_checkpoint
 
     model = _tiny_model()
     good_file = tmp_path / "good.pth"
@@ -214,7 +216,7 @@ def test_check_loads_strictly_and_catches_a_wrong_state_dict(server, tmp_path, m
 def test_check_a_row_architecture_generated_by_build_model(tmp_path, monkeypatch):
     """A file shaped like row 1 (R-50 Mask R-CNN, ~170 MB) loads strictly into its preset's model."""
     from nuimcli.models.build import build_model
-    from nuimcli.models.checkpoints import save_checkpoint
+    from nuimcli.checkpoints import save_checkpoint
 
     preset = load_preset("mask-rcnn-r50-1x")
     model = build_model(preset)

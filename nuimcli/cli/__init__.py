@@ -1,7 +1,9 @@
 """The ``nuim`` command: one Typer app; each subcommand lives in its own module of this package.
 
-Modules here only parse arguments and render results (rich tables, ``--json``); the work
-is done by the library (``nuimcli.data``, ``nuimcli.models``, ``nuimcli.engine``, ``nuimcli.zoo``).
+Modules here only parse arguments, call one library function and render its result (rich
+tables, ``--json``); the work is done by the library (``nuimcli.engine``, ``nuimcli.zoo``,
+``nuimcli.presets``). The command line a command was started with reaches it as
+``ctx.obj["argv"]`` (see :func:`invocation`), never through a global.
 :func:`main` turns a :class:`~nuimcli.errors.UserError` into a one-line message and exit code 2,
 a :class:`~nuimcli.errors.RunFailed` into one line and exit code 1, and Ctrl-C into the one-line
 ``interrupted: kept …`` of :mod:`nuimcli.cli.interrupt` and exit code 130.
@@ -29,7 +31,13 @@ class _NuimGroup(TyperGroup):
         except KeyboardInterrupt:
             from nuimcli.cli import interrupt
 
-            raise interrupt.interrupted() from None
+            raise interrupt.interrupted(invocation(ctx)) from None
+
+
+def invocation(ctx) -> list[str]:
+    """The arguments of the running ``nuim`` command (after :func:`main`'s rewriting), from the
+    click context; empty when the command was not started by :func:`main`."""
+    return list((ctx.obj or {}).get("argv", [])) if ctx is not None else []
 
 
 app = typer.Typer(
@@ -60,7 +68,7 @@ def _root(
     """nuImages instance segmentation: convert, train, eval, predict and the model zoo."""
 
 
-#: Help of ``--trust-checkpoint`` (train, eval, predict): see nuimcli.models.checkpoints._torch_load.
+#: Help of ``--trust-checkpoint`` (train, eval, predict): see nuimcli.checkpoints._torch_load.
 TRUST_HELP = ("Read a checkpoint that pickles Python objects besides tensors (loading them can run code) although "
               "no preset names it (by SHA-256). Only for files whose origin you trust.")
 
@@ -122,23 +130,18 @@ def _register_commands() -> None:
     from nuimcli.cli import eval_cmd, predict_cmd  # noqa: F401
 
 
-#: The arguments of the running ``nuim`` invocation (after expansion), for messages that tell
-#: the user how to run it again (e.g. how to resume an interrupted training).
-INVOCATION: list[str] = []
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``nuim`` console script (and ``python -m nuimcli``)."""
     from nuimcli.cli import interrupt
 
     args = fill_optional_values(expand_multi_value_options(list(sys.argv[1:] if argv is None else argv)))
-    INVOCATION[:] = args
     interrupt.reset()
     try:
         _register_commands()
         # Standalone mode: typer/click handle --help, usage errors (exit 2) and typer.Exit
         # themselves; our own exceptions pass through to here.
-        app(args=args, prog_name="nuim")
+        # obj: what the commands may read of the invocation (how to run it again, for messages)
+        app(args=args, prog_name="nuim", obj={"argv": args})
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
@@ -149,6 +152,6 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Interrupted) as e:
-        stopped = e if isinstance(e, Interrupted) else interrupt.interrupted()
+        stopped = e if isinstance(e, Interrupted) else interrupt.interrupted(args)
         err_console.print(f"[bold yellow]interrupted:[/] {escape(str(stopped))}", highlight=False, soft_wrap=True)
         sys.exit(stopped.exit_code)

@@ -52,7 +52,7 @@ def step_data(ctx: DemoContext) -> Any:
 
 def step_convert(ctx: DemoContext) -> Any:
     """``nuim convert`` of the demo versions into ``<data_root>/annotations``."""
-    from nuimcli.cli.convert_cmd import run_convert
+    from nuimcli.engine.convert import run_convert
 
     summaries = run_convert(ctx.data_root, list(DEMO_VERSIONS), ctx.ann_dir, ctx.nproc, "nuimages")
     for s in summaries:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from nuimcli.cli import TRUST_HELP, app
 from nuimcli.errors import UserError
-from nuimcli.utils.device import AUTO, resolve_device
+from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import err_console, stdout_console
 
 
@@ -74,6 +74,9 @@ def eval_cmd(
                                           "like raw COCOeval and the published table (the annotation with id 0 "
                                           "can then never match)."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Processes on this machine, each predicting its share of "
+                             "the images (one per GPU; with --device cpu, CPU processes with gloo). Under "
+                             "torchrun the environment decides."),
     device: str = typer.Option(AUTO, "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
@@ -84,7 +87,7 @@ def eval_cmd(
     By default annotation ids are evaluated as if shifted by +1 so that every annotation can be matched (the converter numbers them from 0 and COCOeval never matches id 0); --reference-compat evaluates the file as is, as the published table did.
     """
     from nuimcli.engine.coco_metrics import evaluate_results
-    from nuimcli.engine.evaluate import default_ann_file
+    from nuimcli.engine.evaluate import default_ann_file, evaluate_checkpoint
     from nuimcli.utils.io import atomic_write_json
     from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.utils.paths import check_out_dir, make_out_dir
@@ -108,8 +111,9 @@ def eval_cmd(
             metrics = evaluate_results(results_file, ann, reference_compat=reference_compat)
         doc = {"results_file": str(results_file), "ann_file": str(ann), **metrics.to_dict()}
     else:
-        got = _run_model(checkpoint, preset, data_root, ann, reference_compat, batch_size, device, threads, seed,
-                         trust_checkpoint)
+        got = evaluate_checkpoint(checkpoint, ann, data_root, preset=preset, reference_compat=reference_compat,
+                                  batch_size=batch_size, device=device, gpus=gpus, threads=threads, seed=seed,
+                                  trust_checkpoint=trust_checkpoint)
         if got is None:  # a non-zero rank under torchrun
             return
         doc, results = got
@@ -124,65 +128,3 @@ def eval_cmd(
         render_metrics(doc, stdout_console())
         if out is not None:
             err_console.print(escape(f"wrote {out / 'metrics.json'}" + (f" and {out / 'results.json'}" if results is not None else "")))
-
-
-def _run_model(checkpoint: str, preset: Optional[str], data_root: Path, ann: Path, reference_compat: bool,
-               batch_size: int, device: str, threads: Optional[int], seed: int,
-               trust_checkpoint: bool = False) -> Optional[tuple[dict, list]]:
-    import torch
-
-    import nuimcli
-    from nuimcli.engine.distributed import cleanup, init, world_from_env
-    from nuimcli.engine.evaluate import evaluate_model
-
-    device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    world = world_from_env()
-    if world is not None and world.distributed:  # torchrun: every rank predicts its share
-        if device.startswith("cuda"):
-            device = f"cuda:{world.local_rank}"
-            torch.cuda.set_device(device)
-        init(world, device)
-    try:
-        if world is not None and world.distributed:
-            checkpoint = _resolve_on_rank0(checkpoint, world.rank)
-        model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
-        out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
-    finally:
-        if world is not None and world.distributed:
-            cleanup()
-    if out.metrics is None or out.results is None:
-        return None
-    p = model.preset
-    doc: dict[str, Any] = {"checkpoint": str(checkpoint), "preset": p.name, "ann_file": str(ann),
-                           **out.metrics.to_dict()}
-    if p.release is not None and (p.release.box_ap is not None or p.release.mask_ap is not None):
-        doc["reference"] = {"preset": p.name, "row": p.release.row, "box_ap": p.release.box_ap,
-                            "mask_ap": p.release.mask_ap}
-    return doc, out.results
-
-
-def _resolve_on_rank0(checkpoint: str, rank: int) -> str:
-    """Under torchrun: rank 0 resolves (downloads) a zoo name once; every rank gets the path, or
-    the same error (so no rank waits forever for one that failed)."""
-    from pathlib import Path as _P
-
-    from nuimcli.engine.distributed import broadcast_object
-
-    answer: Optional[tuple[bool, str]] = None
-    if rank == 0:
-        try:
-            if _P(checkpoint).exists():
-                answer = (True, checkpoint)
-            else:
-                from nuimcli.zoo import resolve_checkpoint
-
-                answer = (True, str(resolve_checkpoint(checkpoint)))
-        except UserError as e:
-            answer = (False, str(e))
-    ok, text = broadcast_object(answer, src=0)
-    if not ok:
-        raise UserError(text)
-    return text

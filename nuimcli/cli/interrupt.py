@@ -21,16 +21,15 @@ Text = Union[str, Callable[[], str]]
 _declared: Optional[tuple[Text, Optional[Text], str, Union[bool, Callable[[], bool]]]] = None
 
 
-def same_command() -> str:
-    """The running ``nuim`` command line, to run again."""
-    from nuimcli.cli import INVOCATION
-
-    return shlex.join(["nuim", *INVOCATION])
+def same_command(argv: list[str]) -> str:
+    """The ``nuim`` command line with arguments ``argv``, to run again."""
+    return shlex.join(["nuim", *argv])
 
 
 def on_interrupt(kept: Text, command: Optional[Text] = None, note: str = "",
                  resumes: Union[bool, Callable[[], bool]] = True) -> None:
-    """Declare what Ctrl-C from now on keeps and how to go on (``command`` defaults to the same one).
+    """Declare what Ctrl-C from now on keeps and how to go on (``command`` defaults to the same
+    command line, see :func:`interrupted`).
 
     ``kept``, ``command`` and ``resumes`` may be functions, called when the interruption happens.
     """
@@ -44,11 +43,12 @@ def reset() -> None:
     _declared = None
 
 
-def interrupted() -> Interrupted:
-    """The :class:`Interrupted` the running command declared (a cautious default when it declared none)."""
+def interrupted(argv: list[str]) -> Interrupted:
+    """The :class:`Interrupted` the running command declared (a cautious default when it declared
+    none); ``argv``, the command's arguments, make the default "start again" command."""
     if _declared is None:
-        return Interrupted("nothing half-written (outputs are written atomically)", same_command(), resumes=False)
+        return Interrupted("nothing half-written (outputs are written atomically)", same_command(argv), resumes=False)
     kept, command, note, resumes = _declared
     kept_text = kept() if callable(kept) else kept
     command_text = command() if callable(command) else command
-    return Interrupted(kept_text, command_text or same_command(), note, resumes() if callable(resumes) else resumes)
+    return Interrupted(kept_text, command_text or same_command(argv), note, resumes() if callable(resumes) else resumes)

@@ -10,56 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from nuimcli.cli import TRUST_HELP, app
-from nuimcli.utils.device import AUTO, resolve_device
-from nuimcli.errors import PartialFailure, UserError
-from nuimcli.utils.progress import err_console, stdout_console
-
-
-def best_released_entry(preset: Optional[str]):
-    """The zoo entry to use without ``--checkpoint``: ``preset``'s own released file, or (no
-    preset) the released row with the highest mask AP."""
-    from nuimcli import zoo
-
-    if preset is not None:
-        from nuimcli.presets import load_preset
-
-        load_preset(preset)  # an unknown name: the error suggests the closest preset
-        entry = next((e for e in zoo.registry() if e.name == preset), None)
-        if entry is None or not entry.released:  # a table row without a file, or the tiny preset
-            raise UserError(f"preset '{preset}' has no released checkpoint; pass --checkpoint PATH "
-                            f"(e.g. work_dirs/{preset}/latest.pth from `nuim train {preset}`)")
-        return entry
-    released = [e for e in zoo.registry() if e.released]
-    if not released:
-        raise UserError("no released checkpoint in the zoo; pass --checkpoint PATH")
-    return max(released, key=lambda e: (e.mask_ap or 0.0, e.box_ap or 0.0))
-
-
-def resolve_model_file(checkpoint: Optional[str], preset: Optional[str]) -> tuple[str, Optional[str]]:
-    """(checkpoint file or zoo name to load, preset name to pass) for ``nuim predict``.
-
-    Without ``--checkpoint`` the released file of the preset (or the best released one) is
-    downloaded once into the cache; offline, the error says where to get it and where to put it.
-    """
-    from nuimcli import zoo
-    from nuimcli.download import DownloadError
-
-    if checkpoint is not None:
-        return checkpoint, preset
-    entry = best_released_entry(preset)
-    if not entry.downloaded:
-        zoo.check_cache_dir()
-        err_console.print(f"no --checkpoint: using the released {entry.name} (mask AP {entry.mask_ap}), "
-                          f"downloading it once to {entry.path}")
-    try:
-        path = zoo.resolve_checkpoint(entry.name)
-    except DownloadError as e:
-        reason = str(e).split("; ")[0]  # the fetch error's own hints talk about `nuim zoo`
-        raise UserError(
-            f"{reason}. To predict offline: download {entry.checkpoint_url} where there is network and save it "
-            f"as {entry.path} (used from then on), or pass --checkpoint FILE; NUIM_ZOO_URL can name a mirror"
-        ) from None
-    return str(path), None
+from nuimcli.errors import PartialFailure
+from nuimcli.utils.device import AUTO
+from nuimcli.utils.progress import stdout_console
 
 
 #: Up to this many inputs the summary has one row per file; above, totals per class plus the failures.
@@ -128,31 +81,16 @@ def predict_cmd(
 
     Unreadable inputs are reported and skipped (exit code 1).
     """
-    import torch
-
-    import nuimcli
-    from nuimcli.engine.predict import expand_inputs, predict_files
     from nuimcli.cli.interrupt import on_interrupt
+    from nuimcli.engine.predict import predict_checkpoint
     from nuimcli.utils.paths import check_out_dir
 
     check_out_dir(out, "--out")  # before the model is loaded (or downloaded)
     on_interrupt(f"the pictures and JSON files already written to {out}", resumes=False,
                  note="it predicts every input again")
-    device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    files, _ = expand_inputs(inputs)
-    if not files:
-        raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
-                        "give image files, folders or glob patterns")
-    name, preset_name = resolve_model_file(checkpoint, preset)
-    model = nuimcli.load(name, preset=preset_name, device=device, trust_checkpoint=trust_checkpoint)
-    if show_semantic and not model.has_semantic_head:
-        raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
-                        "(the HTC presets except htc-r50-nosemantic-1x have one)")
-    items = predict_files(model, inputs, out, score_thr=score_thr, batch_size=batch_size,
-                          show_semantic=show_semantic)
+    model, items = predict_checkpoint(inputs, out, checkpoint=checkpoint, preset=preset, device=device,
+                                      score_thr=score_thr, batch_size=batch_size, show_semantic=show_semantic,
+                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint)
     render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", stdout_console())
     failed = [it for it in items if not it.ok]
     if failed:

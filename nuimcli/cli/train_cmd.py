@@ -9,15 +9,16 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from nuimcli.cli import INVOCATION, TRUST_HELP, app
+from nuimcli.cli import TRUST_HELP, app, invocation
 from nuimcli.cli.interrupt import on_interrupt, same_command
-from nuimcli.errors import Interrupted, RunFailed, UserError
-from nuimcli.utils.device import AUTO, resolve_device
+from nuimcli.errors import Interrupted
+from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import err_console
 
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     preset: str = typer.Argument(..., help="Preset name (`nuim presets` lists them) or a preset YAML file."),
     data_root: Path = typer.Option(Path("data/nuimages"), "--data-root", help="nuImages root: images under it, "
                                    "`nuim convert` output in <data-root>/annotations/."),
@@ -56,51 +57,34 @@ def train_cmd(
                                           "--load-from and --pretrained."),
 ) -> None:
     """Train a preset (the mmdetection3d nuImages recipe), on CPU, one GPU or many (DDP)."""
-    from nuimcli.engine.distributed import world_from_env
-    from nuimcli.engine.trainer import TrainOptions, train
+    from nuimcli.engine import trainer
+    from nuimcli.engine.train_checkpoints import kept_checkpoints
     from nuimcli.presets import load_preset
-
     from nuimcli.utils.paths import check_out_dir
 
     p = load_preset(preset, overrides or [])
     check_out_dir(work_dir or Path("work_dirs") / p.name, "--work-dir")
-    device = resolve_device(device)
-    opts = TrainOptions(
+    opts = trainer.TrainOptions(
         work_dir=work_dir or Path("work_dirs") / p.name,
         data_root=data_root, train_ann=train_ann, val_ann=val_ann, semantic_root=semantic_root,
         device=device, seed=seed, amp=amp, threads=threads, max_iters=max_iters, resume=resume,
         load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
         workers=workers, evaluate=not no_eval, tensorboard=tensorboard, trust_checkpoint=trust_checkpoint,
     )
+    argv = invocation(ctx)
     has_checkpoint = (opts.work_dir / "latest.pth").exists
-    on_interrupt(lambda: _kept_checkpoints(opts.work_dir),
-                 lambda: resume_command(preset, opts) if has_checkpoint() else same_command(), resumes=has_checkpoint)
-    env_world = world_from_env()
-    if env_world is not None and env_world.size > 1:
-        if gpus != 1:
-            raise UserError("--gpus is for one machine without torchrun; under torchrun use --nproc-per-node")
-        from nuimcli.engine.distributed import cleanup, init
-
-        init(env_world, device)
-        try:
-            result = train(p, opts, env_world)
-        finally:
-            cleanup()
-        if env_world.rank != 0:
-            return
-    elif gpus > 1:
-        if device.startswith("cuda"):
-            import torch
-
-            if torch.cuda.device_count() < gpus:
-                raise UserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        _spawn(p, opts, gpus)
+    on_interrupt(lambda: kept_checkpoints(opts.work_dir),
+                 lambda: resume_command(argv, preset, opts) if has_checkpoint() else same_command(argv),
+                 resumes=has_checkpoint)
+    result = trainer.train_job(p, opts, gpus)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    if result.interrupted:
+        raise Interrupted(f"{result.checkpoint} (saved at iteration {result.global_iter})",
+                          resume_command(argv, preset, opts))
+    if gpus > 1:
         err_console.print(f"done: checkpoints and log.jsonl in {escape(str(opts.work_dir))}")
         return
-    else:
-        result = train(p, opts)
-    if result.interrupted:
-        raise Interrupted(f"{result.checkpoint} (saved at iteration {result.global_iter})", resume_command(preset, opts))
     last = result.history[-1] if result.history else None
     summary = f"done: {result.global_iter} iterations, {result.epoch} epoch(s); checkpoint {result.checkpoint}"
     if last:
@@ -108,37 +92,15 @@ def train_cmd(
     err_console.print(summary)
 
 
-def _kept_checkpoints(work_dir: Path) -> str:
-    """What an interrupted run leaves in its work dir, for the one-line 'interrupted' message."""
-    latest = work_dir / "latest.pth"
-    if latest.exists():
-        return f"the checkpoints in {work_dir} (latest.pth -> {latest.resolve().name})"
-    return f"nothing yet in {work_dir} (a checkpoint is written at the end of each epoch and on a clean stop)"
-
-
-def _spawn(p, opts, gpus: int) -> None:
-    from nuimcli.engine.trainer import launch
-
-    try:
-        launch(p, opts, gpus)
-    except Exception as e:  # torch.multiprocessing re-raises a child's error with its traceback text
-        text = str(e)
-        for kind in ("UserError", "CheckpointMismatch", "DownloadError", "TrainingDiverged"):
-            marker = f"{kind}: "
-            if marker in text:
-                line = text.rsplit(marker, 1)[1].strip().splitlines()[0]
-                raise (RunFailed if kind == "TrainingDiverged" else UserError)(line) from None
-        raise
-
-
-def resume_command(preset: str, opts) -> str:
-    """The command that continues this run: the same arguments with ``--resume latest``."""
-    if not INVOCATION or INVOCATION[0] != "train":  # called from Python, not through `nuim`
+def resume_command(argv: list[str], preset: str, opts) -> str:
+    """The command that continues this run: ``argv`` (the ``nuim train`` arguments it was started
+    with) with ``--resume latest``; without them (called from Python), one built from ``opts``."""
+    if not argv or argv[0] != "train":
         return shlex.join(["nuim", "train", preset, "--work-dir", str(opts.work_dir),
                            "--data-root", str(opts.data_root), "--resume", "latest"])
     args: list[str] = []
     skip = False
-    for tok in INVOCATION:
+    for tok in argv:
         if skip:
             skip = False
         elif tok == "--resume":

@@ -1,8 +1,9 @@
 """Evaluation over a split: batched inference on every image of a COCO file, the COCO results
 list, then box and mask metrics (:mod:`nuimcli.engine.coco_metrics`).
 
-Under ``torch.distributed`` (initialised by the caller, e.g. ``torchrun … nuim eval``) each rank
-predicts every ``world_size``-th image and rank 0 gathers all results and computes the metrics.
+Under ``torch.distributed`` (``nuim eval --gpus N`` or torchrun, started by
+:func:`evaluate_checkpoint` through :func:`nuimcli.engine.launch.launch`) each rank predicts
+every ``world_size``-th image and rank 0 gathers all results and computes the metrics.
 """
 
 from __future__ import annotations
@@ -259,3 +260,50 @@ def evaluate_detector(
                          progress=progress, distributed=False)
     assert out.metrics is not None
     return flat_metrics(out.metrics)
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    ann_file: Path,
+    data_root: Path,
+    preset: Optional[str] = None,
+    reference_compat: bool = False,
+    batch_size: int = 2,
+    device: str = "cpu",
+    gpus: int = 1,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    trust_checkpoint: bool = False,
+) -> Optional[tuple[dict[str, Any], list[dict]]]:
+    """The library entry point of ``nuim eval --checkpoint``: load ``checkpoint`` (a file, URL or
+    zoo name; downloaded once per node) in every process of the job, predict the split, and
+    return rank 0's ``(metrics document, COCO results)`` — None on the other torchrun ranks.
+
+    ``gpus`` > 1 spawns that many processes (CPU processes with gloo when the device is the
+    CPU); a worker's exception is raised here as itself. The document holds the checkpoint, the
+    preset, the annotation file, the metrics and, for a results-table row, its published numbers.
+    """
+    from nuimcli.engine.launch import launch
+
+    return launch(_evaluate_rank, (checkpoint, Path(ann_file), Path(data_root), preset, reference_compat, batch_size,
+                                   threads, seed, trust_checkpoint), gpus=gpus, device=device)
+
+
+def _evaluate_rank(world: Any, device: str, checkpoint: str, ann: Path, data_root: Path, preset: Optional[str],
+                   reference_compat: bool, batch_size: int, threads: Optional[int], seed: int,
+                   trust_checkpoint: bool) -> Optional[tuple[dict[str, Any], list[dict]]]:
+    import nuimcli
+    from nuimcli.utils.seeding import setup_process
+
+    setup_process(threads, seed)
+    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
+    if out.metrics is None or out.results is None:
+        return None
+    p = model.preset
+    doc: dict[str, Any] = {"checkpoint": str(checkpoint), "preset": p.name, "ann_file": str(ann),
+                           **out.metrics.to_dict()}
+    if p.release is not None and (p.release.box_ap is not None or p.release.mask_ap is not None):
+        doc["reference"] = {"preset": p.name, "row": p.release.row, "box_ap": p.release.box_ap,
+                            "mask_ap": p.release.mask_ap}
+    return doc, out.results

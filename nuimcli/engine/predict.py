@@ -325,3 +325,70 @@ class _Null:
 def load_prediction_json(path: str | os.PathLike) -> dict:
     """Read a ``<stem>.json`` written by :func:`predict_files` (masks stay RLE dicts)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- from a checkpoint argument
+
+
+def predict_checkpoint(
+    inputs: Sequence[str],
+    out_dir: str | os.PathLike,
+    checkpoint: Optional[str] = None,
+    preset: Optional[str] = None,
+    device: str = "cpu",
+    score_thr: float = 0.3,
+    batch_size: int = 2,
+    show_semantic: bool = False,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    trust_checkpoint: bool = False,
+) -> tuple[Any, list[PredictItem]]:
+    """The library entry point of ``nuim predict``: load the model (``checkpoint`` a file, URL or
+    zoo name; None: ``preset``'s released file, or the best released one) and run
+    :func:`predict_files`. Returns ``(model, items)``.
+
+    Nothing readable among ``inputs``, or ``show_semantic`` for a model without a semantic head,
+    is a :class:`UserError` raised before any prediction.
+    """
+    import nuimcli
+    from nuimcli.utils.device import resolve_device
+    from nuimcli.utils.seeding import setup_process
+
+    device = resolve_device(device)
+    setup_process(threads, seed)
+    files, _ = expand_inputs(inputs)
+    if not files:
+        raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
+                        "give image files, folders or glob patterns")
+    if checkpoint is None:
+        checkpoint, preset = _released_file(preset), None
+    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    if show_semantic and not model.has_semantic_head:
+        raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
+                        "(the HTC presets except htc-r50-nosemantic-1x have one)")
+    items = predict_files(model, inputs, out_dir, score_thr=score_thr, batch_size=batch_size,
+                          show_semantic=show_semantic)
+    return model, items
+
+
+def _released_file(preset: Optional[str]) -> str:
+    """The released checkpoint to use without ``--checkpoint``, downloaded once into the cache;
+    offline, the error says where to get it and where to put it."""
+    from nuimcli import zoo
+    from nuimcli.download import DownloadError
+    from nuimcli.engine.resolve import resolve
+    from nuimcli.utils.progress import err_console
+
+    entry = zoo.best_released(preset)
+    if not entry.downloaded:
+        zoo.check_cache_dir()
+        err_console.print(f"no --checkpoint: using the released {entry.name} (mask AP {entry.mask_ap}), "
+                          f"downloading it once to {entry.path}")
+    try:
+        return str(resolve(entry.name).path)
+    except DownloadError as e:
+        reason = str(e).split("; ")[0]  # the fetch error's own hints talk about `nuim zoo`
+        raise UserError(
+            f"{reason}. To predict offline: download {entry.checkpoint_url} where there is network and save it "
+            f"as {entry.path} (used from then on), or pass --checkpoint FILE; NUIM_ZOO_URL can name a mirror"
+        ) from None

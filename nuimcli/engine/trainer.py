@@ -1,4 +1,5 @@
-"""The training loop: data, optimiser, schedule, AMP, DDP, checkpoints, resume, logging.
+"""The training loop: data, optimiser, schedule, AMP, DDP (files: :mod:`.train_checkpoints`;
+reporting: :mod:`.train_log`; processes: :func:`train_job` through :mod:`.launch`).
 
 Follows the mmdet 2.x recipe the nuImages configs use (``EpochBasedRunner`` + hooks):
 
@@ -20,28 +21,29 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import json
+import dataclasses
+import inspect
 import math
 import os
-import random
-import resource
 import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
+from nuimcli.engine import train_checkpoints
 from nuimcli.engine.distributed import World, barrier, reduce_mean
+from nuimcli.engine.train_log import LiveDisplay, TrainLog, peak_memory_mb
 from nuimcli.errors import RunFailed, UserError
 from nuimcli.presets import Preset
+from nuimcli.utils.device import resolve_device
 from nuimcli.utils.io import atomic_write_text
-from nuimcli.utils.progress import err_console
+from nuimcli.utils.seeding import setup_process
 
 
 class TrainingDiverged(RunFailed):
@@ -134,55 +136,13 @@ def scaled_lr(schedule: Any, total_batch: int, scale: bool) -> float:
 
 
 def default_paths(data_root: Path) -> dict[str, Path]:
+    """The converter's output under ``data_root``: train / val COCO files and the semantic PNGs."""
     ann = Path(data_root) / "annotations"
     return {
         "train_ann": ann / "nuimages_v1.0-train.json",
         "val_ann": ann / "nuimages_v1.0-val.json",
         "semantic_root": ann / "semantic_masks",
     }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated (MB) on a GPU, else this process's peak RSS (MB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def rng_state() -> dict:
-    """Every RNG the training loop draws from, as tensors and plain Python values.
-
-    numpy's state is split into a tensor and numbers so that the checkpoint loads with
-    ``torch.load(weights_only=True)`` (a numpy array would need the full unpickler).
-    """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    if isinstance(np_state, dict):
-        np_state = (np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                    np_state["has_gauss"], np_state["cached_gaussian"])
-    np.random.set_state(np_state)
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
@@ -237,21 +197,20 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of the current epoch done
         self.history: list[dict] = []
         self.evaluations: list[dict] = []
-        self._tb = None
+        self.logs = TrainLog(self.work_dir, world.is_main)
         self.last_good_checkpoint: Optional[Path] = None  #: saved or resumed from by this run
 
     # ------------------------------------------------------------------ setup
 
-    def _log(self, msg: str) -> None:
-        if self.world.is_main:
-            err_console.print(msg, highlight=False, markup=False)
+    def log(self, msg: str) -> None:
+        """A line on stderr from the main process."""
+        self.logs.say(msg)
 
     def setup(self) -> None:
+        """Data, sampler, model, optimiser, AMP, starting weights or resumed state, DDP, logs."""
         opts, preset = self.opts, self.preset
-        if opts.threads:
-            torch.set_num_threads(int(opts.threads))
-        self.device = self._resolve_device(opts.device)
-        seed_everything(opts.seed)
+        setup_process(opts.threads, opts.seed)
+        self.device = self._device(opts.device)
 
         paths = default_paths(opts.data_root)
         self.train_ann = Path(opts.train_ann) if opts.train_ann else paths["train_ann"]
@@ -300,13 +259,10 @@ class Trainer:
             else:
                 self.amp_dtype = torch.bfloat16
 
-        resumed = self._maybe_resume()
-        if not resumed:
-            self._init_weights()
+        if not train_checkpoints.resume(self):
+            train_checkpoints.init_weights(self)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
-
-            import inspect
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             # As mmdet: BN buffers are not re-broadcast from rank 0 at every forward.
@@ -317,7 +273,7 @@ class Trainer:
         if self.world.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.work_dir / "preset.yaml", yaml.safe_dump(preset.to_dict(), sort_keys=False))
-        self._write_log({
+        self.logs.write({
             "mode": "info", "preset": preset.name, "world_size": self.world.size,
             "samples_per_gpu": self.samples_per_gpu, "total_batch": self.total_batch,
             "base_lr": preset.schedule.lr, "base_batch_size": preset.schedule.base_batch_size,
@@ -326,160 +282,23 @@ class Trainer:
             "device": str(self.device), "amp": bool(opts.amp),
         })
         how = ("scaled linearly" if opts.scale_lr else "not scaled (--no-scale-lr)")
-        self._log(f"lr {self.base_lr:.6g} = {preset.schedule.lr:g} for {preset.schedule.base_batch_size} images, "
-                  f"{how} to a total batch of {self.total_batch} ({self.world.size} process(es) × "
-                  f"{self.samples_per_gpu}); {len(self.dataset)} training images, {self.iters_per_epoch} iterations/epoch")
-        if self.world.is_main and opts.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.log(f"lr {self.base_lr:.6g} = {preset.schedule.lr:g} for {preset.schedule.base_batch_size} images, "
+                 f"{how} to a total batch of {self.total_batch} ({self.world.size} process(es) × "
+                 f"{self.samples_per_gpu}); {len(self.dataset)} training images, {self.iters_per_epoch} iterations/epoch")
+        if opts.tensorboard:
+            self.logs.open_tensorboard()
 
-                self._tb = SummaryWriter(str(self.work_dir / "tf_logs"))
-            except Exception as e:  # scalars are optional, but say once why there are none
-                self._tb = None
-                why = ("the tensorboard package is not installed (pip install tensorboard)"
-                       if isinstance(e, ImportError) else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-                self._log(f"TensorBoard off: {why}; --no-tensorboard turns it off without this note")
-
-    def _resolve_device(self, device: str) -> torch.device:
-        d = torch.device(device)
+    def _device(self, device: str) -> torch.device:
+        local_rank = self.world.local_rank if self.world.distributed else None
+        d = torch.device(resolve_device(device, local_rank=local_rank))
         if d.type == "cuda":
-            if not torch.cuda.is_available():
-                raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-            if self.world.distributed:
-                d = torch.device("cuda", self.world.local_rank)
-            elif d.index is None:
-                d = torch.device("cuda", 0)
+            d = d if d.index is not None else torch.device("cuda", 0)
             torch.cuda.set_device(d)
-        elif d.type != "cpu":
-            raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
         return d
-
-    def _init_weights(self) -> None:
-        from nuimcli.models.checkpoints import load_backbone_pretrained, load_partial
-
-        init = self.preset.init
-        source = self.opts.pretrained or init.pretrained_url
-        if source:
-            path = self._fetch(source, "ImageNet backbone", "--pretrained PATH (a local file)")
-            report = load_backbone_pretrained(self.model.backbone, path, trust=self.opts.trust_checkpoint)
-            self._log(f"backbone initialised from {path} ({report.counts()} keys)")
-        load_from = self.opts.load_from or init.load_from
-        if load_from:
-            path = self._fetch(load_from, "load_from detector", "--load-from PATH (a local file)", zoo_names=True)
-            report = load_partial(self.model, path, trust=self.opts.trust_checkpoint)
-            skipped = report.skipped
-            self._log(f"weights loaded from {path}" + (f"; {len(skipped)} tensors of a different shape or "
-                                                        f"missing were left at their initial values" if skipped else ""))
-
-    def _fetch(self, url_or_path: str, what: str, hint: str, zoo_names: bool = False) -> Path:
-        """A local path, a URL (downloaded once into the cache) or, with ``zoo_names``, a zoo name."""
-        p = Path(url_or_path).expanduser()
-        if p.exists():
-            return p
-        from nuimcli import zoo
-        from nuimcli.download import DownloadError
-
-        is_zoo_name = zoo_names and url_or_path in {e.name for e in zoo.registry()}
-        if "://" not in url_or_path and not is_zoo_name:
-            also = " and not a zoo name (`nuim zoo list`)" if zoo_names else ""
-            raise UserError(f"{url_or_path}: {what} file not found{also}")
-
-        def fetch(main: bool) -> Path:  # resolve_checkpoint serves both URLs and zoo names
-            return zoo.resolve_checkpoint(url_or_path, download=main, progress=main and self.opts.progress)
-
-        # Only the main process downloads; the others wait and then find the cached file.
-        path = None
-        if self.world.is_main:
-            try:
-                path = fetch(main=True)
-            except DownloadError as e:
-                raise UserError(f"{e} — or pass {hint}") from None
-        barrier()
-        if path is None:
-            path = fetch(main=False)
-        return Path(path)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _train_state(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "global_iter": self.global_iter,
-            "sampler": {"epoch": self.epoch, "start_batch": self.batch_in_epoch, "seed": self.sampler.seed},
-            "rng": rng_state(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "world_size": self.world.size,
-            "base_lr": self.base_lr,
-        }
-
-    def save(self, name: str) -> Optional[Path]:
-        """Write ``<work_dir>/<name>`` and point ``latest.pth`` at it (main process only)."""
-        from nuimcli.models.checkpoints import save_checkpoint
-
-        path = self.work_dir / name
-        if self.world.is_main:
-            save_checkpoint(path, self.model, self.preset, optimizer=self.optimizer,
-                            meta={"epoch": self.epoch, "iter": self.global_iter},
-                            extra={"nuim_train_state": self._train_state()})
-            _point_latest(self.work_dir / "latest.pth", path)
-        barrier()
-        self.last_good_checkpoint = path
-        return path
-
-    def _maybe_resume(self) -> bool:
-        if not self.opts.resume:
-            return False
-        from nuimcli.models.checkpoints import load_checkpoint, load_state_dict_strict
-
-        if self.opts.resume == "latest":
-            path = self.work_dir / "latest.pth"
-            if not path.exists():
-                raise UserError(f"{self.work_dir}: no latest.pth to resume from (train without --resume first)")
-        else:
-            path = Path(self.opts.resume)
-            if not path.is_file():
-                raise UserError(f"{path}: checkpoint to resume from not found")
-        # weights_only: a resume file holds tensors and plain containers only (see rng_state);
-        # one that pickles anything else is refused unless --trust-checkpoint.
-        ckpt = load_checkpoint(path, trust=self.opts.trust_checkpoint)
-        state = ckpt.get("nuim_train_state")
-        if state is None or "optimizer" not in ckpt:
-            raise UserError(f"{path}: not a nuim training checkpoint (no optimizer/train state); "
-                            f"use --load-from to start from its weights instead")
-        name = ckpt.get("meta", {}).get("nuim_preset")
-        if name and name != self.preset.name:
-            raise UserError(f"{path}: written by preset '{name}', not '{self.preset.name}'")
-        load_state_dict_strict(self.model, ckpt["state_dict"], self.preset.name, source=str(path))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if state.get("world_size", self.world.size) != self.world.size:
-            self._log(f"note: resuming a {state['world_size']}-process run with {self.world.size}: "
-                      "the data order of the rest of this epoch changes")
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.global_iter = int(state["global_iter"])
-        if self.batch_in_epoch >= self.iters_per_epoch:
-            self.epoch += 1
-            self.batch_in_epoch = 0
-        set_rng_state(state["rng"])
-        self.last_good_checkpoint = path
-        self._log(f"resumed from {path} at epoch {self.epoch + 1}, iteration {self.global_iter}")
-        return True
-
-    # ------------------------------------------------------------------ logging
-
-    def _write_log(self, record: dict) -> None:
-        if not self.world.is_main:
-            return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.work_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ loop
 
-    def _loader(self):
+    def _loader(self):  # bench/train.py uses it too
         from nuimcli.data.augment import collate
 
         workers = self.preset.data.workers_per_gpu if self.opts.workers is None else self.opts.workers
@@ -560,7 +379,7 @@ class Trainer:
         if self._is_main_thread():
             self._sigint_pid = os.getpid()
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        progress = _Display(self, total_iters) if (self.opts.progress and self.world.is_main) else None
+        progress = LiveDisplay(self, total_iters) if (self.opts.progress and self.world.is_main) else None
         try:
             if progress:
                 progress.start()
@@ -594,11 +413,8 @@ class Trainer:
                                "time": t_acc / n_acc, "data_time": d_acc / n_acc,
                                "memory": round(peak_memory_mb(self.device))}
                         self.history.append(rec)
-                        self._write_log(rec)
-                        if self._tb is not None:
-                            for k, v in rec.items():
-                                if isinstance(v, (int, float)) and k not in ("epoch", "iter", "global_iter"):
-                                    self._tb.add_scalar(f"train/{k}", v, self.global_iter)
+                        self.logs.write(rec, scalars="train", step=self.global_iter,
+                                        skip=("epoch", "iter", "global_iter"))
                         acc, n_acc, t_acc, d_acc = {}, 0, 0.0, 0.0
                     if progress:
                         progress.update(log_vars, lr)
@@ -608,21 +424,20 @@ class Trainer:
                     # The epoch is complete: mmdet's per-epoch checkpoint and evaluation.
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    last_ckpt = self.save(f"epoch_{self.epoch}.pth")
+                    last_ckpt = train_checkpoints.save(self, f"epoch_{self.epoch}.pth")
                     self._evaluate()
                 if self.stop_requested or self.global_iter >= total_iters:
                     break
             if self.batch_in_epoch > 0:
                 # Stopped inside an epoch (max_iters or Ctrl-C): keep a resumable checkpoint.
-                last_ckpt = self.save(f"iter_{self.global_iter}.pth")
+                last_ckpt = train_checkpoints.save(self, f"iter_{self.global_iter}.pth")
             interrupted = self.stop_requested
         finally:
             if progress:
                 progress.stop()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-            if self._tb is not None:
-                self._tb.close()
+            self.logs.close()
         return TrainResult(self.global_iter, self.epoch, interrupted, last_ckpt, self.history, self.evaluations)
 
     @staticmethod
@@ -637,7 +452,7 @@ class Trainer:
         if self.stop_requested:  # second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.stop_requested = True
-        self._log("Ctrl-C: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)")
+        self.log("Ctrl-C: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)")
 
     # ------------------------------------------------------------------ evaluation
 
@@ -655,12 +470,8 @@ class Trainer:
                 self.model.train()
             record = {"mode": "val", "epoch": self.epoch, "global_iter": self.global_iter, **metrics}
             self.evaluations.append(record)
-            self._write_log(record)
-            if self._tb is not None:
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)):
-                        self._tb.add_scalar(f"val/{k}", v, self.global_iter)
-            self._log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+            self.logs.write(record, scalars="val", step=self.global_iter, skip=("epoch", "global_iter"))
+            self.log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         barrier()
 
 
@@ -688,80 +499,25 @@ def _clean_worker_errors(loader):
         yield batch
 
 
-def _point_latest(link: Path, target: Path) -> None:
-    """Make ``latest.pth`` refer to ``target``: a relative symlink (a copy where links fail), atomically."""
-    tmp = link.with_name(f".{link.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.symlink(target.name, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(target, tmp)
-    os.replace(tmp, link)
-
-
-class _Display:
-    """Live training display on stderr: a progress row (epoch, iteration, bar, it/s, elapsed, ETA)
-    and below it a status line (total loss, every loss term, lr, peak memory) that wraps in a
-    narrow terminal instead of pushing the ETA off the row."""
-
-    def __init__(self, trainer: Trainer, total: int) -> None:
-        from rich.console import Group
-        from rich.live import Live
-        from rich.text import Text
-
-        from nuimcli.utils.progress import err_console, make_progress
-
-        self.trainer = trainer
-        self.progress = make_progress("it", bar_width=20)
-        self.task = self.progress.add_task(self._where(), total=total, completed=trainer.global_iter)
-        self.status = Text("")
-        self.live = Live(Group(self.progress, self.status), console=err_console, refresh_per_second=4)
-
-    def _where(self) -> str:
-        t = self.trainer
-        return f"ep {t.epoch + 1}/{t.preset.schedule.epochs} it {t.batch_in_epoch}/{t.iters_per_epoch}"
-
-    def start(self) -> None:
-        self.live.start()
-
-    def stop(self) -> None:
-        self.live.stop()
-        if not self.live.console.is_terminal:  # Live ends its last line only on a terminal
-            self.live.console.line()
-
-    def update(self, log_vars: dict, lr: float) -> None:
-        t = self.trainer
-        terms = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in log_vars.items()
-                         if "loss" in k and k != "loss")
-        mem = peak_memory_mb(t.device)
-        # plain Text, never markup: loss names such as "s0.loss_cls" must print as they are
-        self.status.plain = f"loss {log_vars['loss']:.3f} ({terms})  lr {lr:.2e}  mem {mem / 1024:.1f}G"
-        self.progress.update(self.task, completed=t.global_iter, description=self._where())
-
-
 def train(preset: Preset, opts: TrainOptions, world: World = World(), model: Optional[nn.Module] = None,
           dataset: Any = None) -> TrainResult:
-    """Run one process's part of a training run (the library entry point of ``nuim train``)."""
+    """Run one process's part of a training run."""
     return Trainer(preset, opts, world, model=model, dataset=dataset).run()
 
 
-def _distributed_entry(world: World, preset_dict: dict, opts: TrainOptions, device: str) -> None:
-    from nuimcli.engine.distributed import cleanup, init
-    from nuimcli.presets import preset_from_dict
+def train_job(preset: Preset, opts: TrainOptions, gpus: int = 1) -> Optional[TrainResult]:
+    """The library entry point of ``nuim train``: the whole run, in one process, ``gpus`` spawned
+    processes or this process's rank under torchrun (see :func:`nuimcli.engine.launch.launch`).
 
-    init(world, device)
-    try:
-        train(preset_from_dict(preset_dict), opts, world)
-    finally:
-        cleanup()
+    Returns rank 0's :class:`TrainResult` (None on the other torchrun ranks). A worker's
+    exception is raised here as itself (``TrainingDiverged``, ``UserError``…).
+    """
+    from nuimcli.engine.launch import launch
+
+    if gpus > 1:
+        opts = dataclasses.replace(opts, callbacks=[])  # callbacks are not picklable in general
+    return launch(_train_rank, (preset, opts), gpus=gpus, device=opts.device)
 
 
-def launch(preset: Preset, opts: TrainOptions, nprocs: int) -> None:
-    """``--gpus N``: N processes on this machine (rank r uses cuda:r, or CPU with gloo)."""
-    from nuimcli.engine.distributed import spawn
-
-    opts.callbacks = []  # callbacks are not picklable in general
-    spawn(_distributed_entry, nprocs, args=(preset.to_dict(), opts, opts.device))
+def _train_rank(world: World, device: str, preset: Preset, opts: TrainOptions) -> TrainResult:
+    return train(preset, dataclasses.replace(opts, device=device), world)

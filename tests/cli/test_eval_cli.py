@@ -179,7 +179,7 @@ def known_answer_checkpoint(path: Path):
     import torch
 
     from nuimcli.models.build import build_model
-    from nuimcli.models.checkpoints import save_checkpoint
+    from nuimcli.checkpoints import save_checkpoint
 
     preset = load_preset("mask-rcnn-r18-tiny", ["model.roi.max_per_img=3"])
     torch.manual_seed(0)
@@ -239,3 +239,43 @@ def test_checkpoint_of_another_preset_gives_the_mismatch_report(tmp_path, capsys
                           "mask-rcnn-r50-1x", "--ann-file", str(ann), "--data-root", str(tmp_path))
     assert code == 2 and out == ""
     assert "does not match preset 'mask-rcnn-r50-1x'" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- --gpus
+
+
+def test_gpus_with_cuda_on_a_cpu_only_machine_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    ann, _ = write_case(tmp_path)
+    code, out, err = call(capsys, "eval", "--checkpoint", "x.pth", "--ann-file", str(ann), "--gpus", "2",
+                          "--device", "cuda")
+    assert code == 2 and out == "" and "CUDA is not available" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_gpus_on_cpu_runs_gloo_processes_with_the_same_metrics(tmp_path):
+    """`nuim eval --gpus 2 --device cpu`: two CPU processes (gloo), each predicting half of the
+    images; rank 0's document equals the one-process run. A missing checkpoint in the workers is
+    the usual one-line error (the exception crosses the process boundary)."""
+    import cv2
+
+    known_answer_checkpoint(tmp_path / "known.pth")
+    ann, _ = write_case(tmp_path)
+    (tmp_path / "samples/CAM_FRONT").mkdir(parents=True)
+    for i in range(2):
+        img = np.full((48, 64, 3), 100 + 40 * i, np.uint8)
+        cv2.imwrite(str(tmp_path / f"samples/CAM_FRONT/img{i}.png"), img)
+    args = ["eval", "--checkpoint", str(tmp_path / "known.pth"), "--data-root", str(tmp_path), "--json",
+            "--threads", "1", "--device", "cpu"]
+    one = run_nuim(*args)
+    two = run_nuim(*args, "--gpus", "2")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    assert json.loads(two.stdout) == json.loads(one.stdout)
+    assert json.loads(one.stdout)["num_detections"] == 6  # 3 per image: the comparison has something to compare
+    bad = run_nuim("eval", "--checkpoint", str(tmp_path / "gone.pth"), "--data-root", str(tmp_path), "--gpus", "2",
+                   "--device", "cpu")
+    assert bad.returncode == 2 and "gone.pth: no such checkpoint file" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

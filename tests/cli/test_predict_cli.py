@@ -131,13 +131,12 @@ def test_without_checkpoint_uses_released_file(tmp_path, capsys, monkeypatch, fa
 
 def test_without_checkpoint_offline_says_how(tmp_path, capsys, monkeypatch, fake_load):
     from nuimcli import zoo
-    from nuimcli.cli.predict_cmd import best_released_entry
 
     monkeypatch.setenv("NUIM_HOME", str(tmp_path / "home"))
     (tmp_path / "mirror").mkdir()
     monkeypatch.setenv("NUIM_ZOO_URL", str(tmp_path / "mirror"))  # an empty mirror: the file is not there
     img = images(tmp_path, ("a.jpg",))[0]
-    best = best_released_entry(None)
+    best = zoo.best_released(None)
     assert best.mask_ap == max(e.mask_ap for e in zoo.registry() if e.released)
     code, _, err = call(capsys, "predict", str(img), "--out", str(tmp_path / "o"))
     assert code == 2 and fake_load == []

@@ -101,13 +101,23 @@ def test_resume_without_checkpoint(data_root, tmp_path, capsys):
     assert r.returncode == 2 and "latest.pth" in r.stderr
 
 
-def test_resume_command_repeats_the_invocation(monkeypatch):
+def test_an_error_in_gpus_workers_is_the_same_one_line(data_root, tmp_path, capsys):
+    """--gpus 2 (two CPU processes with gloo): the workers' UserError reaches the parent as a
+    UserError (exit 2, one line), not as a traceback to search."""
+    r = nuim_inproc(capsys, "train", "mask-rcnn-r18-tiny", "--data-root", str(data_root), "--work-dir",
+                    str(tmp_path / "w"), "--device", "cpu", "--gpus", "2", "--threads", "1", "--no-tensorboard",
+                    "--resume", *SMALL)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'w'}: no latest.pth to resume from (train without "
+                                             "--resume first)"]
+
+
+def test_resume_command_repeats_the_invocation():
     import nuimcli.cli.train_cmd as train_cmd
 
-    monkeypatch.setattr(train_cmd, "INVOCATION", ["train", "mask-rcnn-r18-tiny", "--data-root", "my data",
-                                                  "--work-dir", "wd", "--resume", "wd/iter_4.pth", "--set",
-                                                  "data.samples_per_gpu=1"])
-    assert train_cmd.resume_command("mask-rcnn-r18-tiny", None) == (
+    argv = ["train", "mask-rcnn-r18-tiny", "--data-root", "my data", "--work-dir", "wd", "--resume", "wd/iter_4.pth",
+            "--set", "data.samples_per_gpu=1"]
+    assert train_cmd.resume_command(argv, "mask-rcnn-r18-tiny", None) == (
         "nuim train mask-rcnn-r18-tiny --data-root 'my data' --work-dir wd --set data.samples_per_gpu=1 "
         "--resume latest")
 

@@ -150,7 +150,7 @@ def test_download_from_a_mirror_folder(tmp_path, monkeypatch, capsys):
 
 def test_check_loads_into_the_preset_model(server, tmp_path, monkeypatch, capsys):
     from nuimcli.models.build import build_model
-    from nuimcli.models.checkpoints import save_checkpoint
+    from nuimcli.checkpoints import save_checkpoint
     from nuimcli.presets import load_preset
 
     model = build_model(load_preset("mask-rcnn-r18-tiny"))

@@ -188,6 +188,8 @@ def test_resume_errors(tmp_path):
     torch.save({"state_dict": ToyDetector().state_dict()}, bad)
     with pytest.raises(UserError, match="not a nuim training checkpoint"):
         Trainer(toy_preset(), opts(tmp_path, ann, resume=str(bad)), model=ToyDetector()).run()
+    with pytest.raises(UserError, match="gone.pth: no such resume checkpoint file"):
+        Trainer(toy_preset(), opts(tmp_path, ann, resume=str(tmp_path / "gone.pth")), model=ToyDetector()).run()
 
 
 def test_diverging_loss_is_reported(tmp_path):
@@ -359,7 +361,7 @@ def test_pretrained_backbone_and_load_from(tmp_path):
     t.setup()
     assert torch.equal(model.roi_head.bbox_head.fc_cls.weight, before)  # 81 vs 11 rows: skipped
     assert torch.equal(model.roi_head.bbox_head.shared_fcs[0].weight, donor["roi_head.bbox_head.shared_fcs.0.weight"])
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="nope.pth: no such load_from detector file"):
         Trainer(preset, opts(tmp_path, ann, load_from=str(tmp_path / "nope.pth")), model=build_model(preset)).setup()
 
 
@@ -378,7 +380,7 @@ def test_load_from_takes_a_zoo_name(tmp_path, monkeypatch):
     model = build_model(preset)
     Trainer(preset, opts(tmp_path, ann, load_from="mask-rcnn-r50-1x"), model=model).setup()
     assert torch.equal(model.roi_head.bbox_head.shared_fcs[0].weight, donor["roi_head.bbox_head.shared_fcs.0.weight"])
-    with pytest.raises(UserError, match="not a zoo name"):
+    with pytest.raises(UserError, match="neither a load_from detector file nor a zoo name"):
         Trainer(preset, opts(tmp_path, ann, load_from="mask-rcnn-r50-1y"), model=build_model(preset)).setup()
 
 

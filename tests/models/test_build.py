@@ -15,7 +15,9 @@ import nuimcli
 from nuimcli.errors import UserError
 from nuimcli.models.backbones import DeformConv2d
 from nuimcli.models.build import build_model
-from nuimcli.models.checkpoints import CheckpointMismatch, load_detector, save_checkpoint
+from nuimcli.checkpoints import save_checkpoint
+from nuimcli.engine.resolve import load_detector
+from nuimcli.models.state_dict import CheckpointMismatch
 from nuimcli.models.roi_heads import CascadeRoIHead, HybridTaskCascadeRoIHead, StandardRoIHead
 from nuimcli.presets import load_preset, presets_by_manifest
 
@@ -168,7 +170,7 @@ def test_checkpoint_round_trip_identical_outputs(tiny_ckpt):
 def test_mismatched_checkpoint_readable_error(tiny_ckpt):
     path, _ = tiny_ckpt
     with pytest.raises(CheckpointMismatch) as e:
-        load_detector(path, preset_name="mask-rcnn-r50-1x")
+        load_detector(path, preset="mask-rcnn-r50-1x")
     msg = str(e.value)
     assert str(path) in msg and "mask-rcnn-r50-1x" in msg and "mask-rcnn_r50_fpn_1x_nuim" in msg
     assert "shape mismatch" in msg and "missing in file" in msg
@@ -207,19 +209,19 @@ def test_bad_device_is_a_user_error(tiny_ckpt):
 
 def test_zoo_name_resolves_through_the_zoo_and_names_the_preset(tiny_ckpt, monkeypatch):
     import nuimcli.zoo
-    from nuimcli.models import checkpoints as ck
+    from nuimcli import checkpoints as ck
 
     calls = []
 
-    def fake_resolve(name, *a, **k):
+    def fake_locate(name, *a, **k):
         calls.append(name)
-        return tiny_ckpt[0]
+        return nuimcli.zoo.Resolved(tiny_ckpt[0], "mask-rcnn-r18-tiny")  # as for a zoo name: file and preset
 
     def no_hash(path):
         raise AssertionError("a zoo file's preset is known; no hashing needed")
 
-    monkeypatch.setattr(nuimcli.zoo, "resolve_checkpoint", fake_resolve)
-    monkeypatch.setattr(ck, "file_hash8", no_hash)
+    monkeypatch.setattr(nuimcli.zoo, "locate", fake_locate)
+    monkeypatch.setattr(ck, "sha256_file", no_hash)
     model = nuimcli.load("mask-rcnn-r18-tiny")
     assert calls == ["mask-rcnn-r18-tiny"] and model.preset.name == "mask-rcnn-r18-tiny"
 

@@ -1,4 +1,5 @@
-"""mmdet-format checkpoint I/O: reading, strict loading with a readable report, writing, recognising."""
+"""mmdet-format checkpoints: file I/O (nuimcli.checkpoints: reading, writing, recognising) and the
+state-dict side (nuimcli.models.state_dict: strict loading with a readable report, partial loading)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,16 @@ import torchvision
 from torch import nn
 
 from nuimcli.errors import UserError
-from nuimcli.models import checkpoints as ck
-from nuimcli.models.backbones import ResNet
-from nuimcli.models.checkpoints import (
-    CheckpointMismatch,
+from nuimcli import checkpoints as ck
+from nuimcli.checkpoints import (
     load_backbone_pretrained,
     load_checkpoint,
     load_partial,
-    load_state_dict_strict,
     preset_for_checkpoint,
     save_checkpoint,
 )
+from nuimcli.models.backbones import ResNet
+from nuimcli.models.state_dict import CheckpointMismatch, load_state_dict_strict
 from nuimcli.presets import load_preset
 
 
@@ -98,7 +98,7 @@ def test_meta_with_python_objects_needs_a_known_hash_or_trust(tmp_path, monkeypa
 
 
 def test_known_file_hashes_cover_released_load_from_and_backbone_files():
-    from nuimcli.models.checkpoints import known_file_hashes
+    from nuimcli.checkpoints import known_file_hashes
 
     known = known_file_hashes()
     assert {"e99f5182", "3e542a40", "19c8e357", "5891d200"} <= known  # row 1, a COCO load_from, two backbones
@@ -240,13 +240,13 @@ def test_explicit_preset_wins(tmp_path, preset):
 def test_released_file_recognised_by_hash(tmp_path, monkeypatch):
     p = tmp_path / "some_name.pth"
     torch.save({"meta": {}, "state_dict": Tiny().state_dict()}, p)
-    real = ck.file_hash8(p)
+    real = ck.sha256_file(p)
     import hashlib
 
-    assert real == hashlib.sha256(p.read_bytes()).hexdigest()[:8]
-    monkeypatch.setattr(ck, "file_hash8", lambda path: "e99f5182")  # row 1's released hash
+    assert real == hashlib.sha256(p.read_bytes()).hexdigest()
+    monkeypatch.setattr(ck, "sha256_file", lambda path: "e99f5182" + "0" * 56)  # row 1's released hash
     assert preset_for_checkpoint(p).name == "mask-rcnn-r50-1x"
-    monkeypatch.setattr(ck, "file_hash8", lambda path: "661a992e")  # row 4: caffe, same keys as row 1
+    monkeypatch.setattr(ck, "sha256_file", lambda path: "661a992e" + "0" * 56)  # row 4: caffe, same keys as row 1
     assert preset_for_checkpoint(p).name == "mask-rcnn-r50-caffe-coco3x-1x"
 
 
