@@ -134,10 +134,10 @@ def test_corrupt_mask_with_workers_exit_2(root, tmp_path, nuim):
 
 
 def test_demo_generates_and_converts(tmp_path, nuim, monkeypatch):
-    from nuimcli.cli import demo_cmd
+    from nuimcli.engine import demo
 
     # Only the data and convert steps: later steps (training, ...) are tested by their owners.
-    monkeypatch.setattr(demo_cmd, "DEMO_STEPS", [s for s in demo_cmd.DEMO_STEPS if s[0] in ("data", "convert")])
+    monkeypatch.setattr(demo, "DEMO_STEPS", [s for s in demo.DEMO_STEPS if s[0] in ("data", "convert")])
     out = tmp_path / "demo"
     r = nuim("demo", "--out", out, env={"COLUMNS": "300"})
     assert r.returncode == 0, r.stderr
