@@ -264,7 +264,8 @@ def compare(model: nn.Module, ours: Any, fx: dict) -> Report:
     rep = Report()
     t = ours.tensors
     compare_rpn(rep, t, fx, model.rpn_head.nms_pre, t["rpn_anchors_per_level"], model.rpn_head.max_per_img)
-    compare_stages(rep, t, fx, ours.meta["scale_factor"])
-    compare_detections(rep, ours.prediction, fx, model.roi_head.score_thr, model.roi_head.max_per_img,
+    compare_stages(rep, t, fx, ours.meta.scale_factor)
+    test_cfg = model.roi_head.test_cfg
+    compare_detections(rep, ours.prediction, fx, test_cfg.score_thr, test_cfg.max_per_img,
                        mask_ties=lambda j: ours.mask_ties(j, MASK_TIE))
     return rep
