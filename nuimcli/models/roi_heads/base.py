@@ -75,10 +75,10 @@ class RoIHead(nn.Module):
         super().__init__()
         self.num_stages = int(num_stages)
         if train_cfg is not None:
-            for name in ("stage_iou_thrs", "stage_loss_weights"):
-                if len(getattr(train_cfg, name)) != self.num_stages:
-                    raise ValueError(f"train_cfg.{name} has {len(getattr(train_cfg, name))} entries "
-                                     f"for {self.num_stages} stages")
+            per_stage = {"stage_iou_thrs": train_cfg.stage_iou_thrs, "stage_loss_weights": train_cfg.stage_loss_weights}
+            for name, values in per_stage.items():
+                if len(values) != self.num_stages:
+                    raise ValueError(f"train_cfg.{name} has {len(values)} entries for {self.num_stages} stages")
         self.test_cfg = test_cfg
         self.train_cfg = train_cfg
 
