@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from nuimcli.data.structures import Batch, ImageMeta, TrainSample
+from nuimcli.data.structures import Batch, ImageMeta, RawSample, TrainSample
 from nuimcli.data.transforms import normalize, pad_batch, padded_size, resize_keep_ratio, to_chw_tensor
 from nuimcli.presets import DataConfig
 
@@ -65,7 +65,7 @@ def _pad_hw(arr: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
     return out
 
 
-def train_transform(sample: dict, data_cfg: DataConfig, rng: np.random.Generator) -> TrainSample:
+def train_transform(sample: RawSample, data_cfg: DataConfig, rng: np.random.Generator) -> TrainSample:
     """Augment one raw sample (see :meth:`TrainDataset.load_raw`) into a model-ready sample.
 
     Returns a :class:`~nuimcli.data.structures.TrainSample`: ``img`` float32 [3, h, w]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from nuimcli.data.structures import TrainSample
+from nuimcli.data.structures import RawSample, TrainSample
 from nuimcli.errors import UserError
 from nuimcli.presets import DataConfig, Preset
 
@@ -211,7 +211,7 @@ class TrainDataset(torch.utils.data.Dataset):
         """uint8 [N]: 1 for landscape images (w > h), for aspect-ratio grouping."""
         return np.asarray([r.aspect_flag for r in self.records], dtype=np.uint8)
 
-    def load_raw(self, index: int) -> dict:
+    def load_raw(self, index: int) -> RawSample:
         """The un-augmented sample: BGR uint8 image, boxes, labels, masks [N,H,W], semantic [H,W]."""
         r = self.records[index]
         path = self.img_root / r.file_name
@@ -222,7 +222,7 @@ class TrainDataset(torch.utils.data.Dataset):
         if (h, w) != (r.height, r.width):
             raise UserError(
                 f"{path}: image is {w}x{h} but {self.ann_file or 'the annotation file'} says {r.width}x{r.height}")
-        sample = {
+        sample: RawSample = {
             "img": img,
             "bboxes": r.bboxes.copy(),
             "labels": r.labels.copy(),

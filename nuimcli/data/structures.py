@@ -1,5 +1,7 @@
 """The typed currency between data and models: :class:`ImageMeta`, :class:`TrainSample`, :class:`Batch`.
 
+* :class:`RawSample` — one image and its annotations as read from disk
+  (:meth:`nuimcli.data.dataset.TrainDataset.load_raw`), before augmentation;
 * :class:`ImageMeta` — where one image sits in the network input (made by the train pipeline,
   :func:`nuimcli.data.augment.train_transform`, and by the test-time
   :meth:`nuimcli.models.detector.Detector.preprocess`; read by the RPN, the RoI heads and the
@@ -15,10 +17,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, TypedDict, Union
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+class RawSample(TypedDict, total=False):
+    """One un-augmented training image (a dict, as the benchmarks and painters build it too).
+
+    ``img`` BGR uint8 ``[H, W, 3]``, ``bboxes`` float32 ``[N, 4]`` (x1, y1, x2, y2, original
+    pixels), ``labels`` int64 ``[N]``, ``masks`` uint8 ``[N, H, W]`` (optional), ``semantic``
+    uint8 ``[H, W]`` devkit category indices (optional, HTC), ``file_name``, ``image_id``.
+    """
+
+    img: np.ndarray
+    bboxes: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    semantic: np.ndarray
+    file_name: str
+    image_id: Union[int, str, None]
 
 
 @dataclass(frozen=True)
