@@ -25,6 +25,7 @@ Needs the oracle venv (``bash /work/shared/oracle/setup.sh``; ``--oracle-python`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from oracle_parity import DEFAULT_ORACLE, chosen_archs  # noqa: E402
 
 from nuimcli.checkpoints import save_checkpoint  # noqa: E402
+from nuimcli.data.structures import ImageMeta  # noqa: E402
 from nuimcli.testing import inference_parity as P  # noqa: E402
 from nuimcli.testing import parity_compare as C  # noqa: E402
 from nuimcli.testing.random_weights import synthetic_image  # noqa: E402
@@ -50,12 +52,11 @@ FIXTURES = ROOT / "tests" / "fixtures" / "parity"
 ORACLE_SIDE = Path(__file__).resolve().parent / "_oracle_side.py"
 
 
-def run_oracle(python: Path, arch: str, ckpt: Path, batch: torch.Tensor, meta: dict, work: Path) -> dict:
+def run_oracle(python: Path, arch: str, ckpt: Path, batch: torch.Tensor, meta: ImageMeta, work: Path) -> dict:
     """mmdet from our normalised input: the tensors of bench/_oracle_side.py."""
     inp, meta_path, out = work / f"{arch}.input.npy", work / f"{arch}.meta.json", work / f"{arch}.oracle.npz"
     np.save(inp, batch.numpy())
-    meta_path.write_text(json.dumps(dict(img_shape=list(meta["img_shape"]), ori_shape=list(meta["ori_shape"]),
-                                         scale_factor=[float(v) for v in meta["scale_factor"]])))
+    meta_path.write_text(json.dumps(dataclasses.asdict(meta)))  # an ImageMeta
     cmd = [str(python), str(ORACLE_SIDE), arch, str(ckpt), str(inp), str(meta_path), str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if r.returncode != 0:
@@ -63,7 +64,7 @@ def run_oracle(python: Path, arch: str, ckpt: Path, batch: torch.Tensor, meta: d
     return dict(np.load(out))
 
 
-def to_fixture(theirs: dict, regen: P.Regenerated, batch: torch.Tensor, meta: dict) -> dict:
+def to_fixture(theirs: dict, regen: P.Regenerated, batch: torch.Tensor, meta: ImageMeta) -> dict:
     """The oracle's dump in fixture form: float32 tensors, final detections renamed ``det_*`` with
     RLE masks, and fingerprints of the weights and input."""
     fx = {k: v for k, v in theirs.items() if k not in ("boxes", "scores", "labels", "masks")}
@@ -73,7 +74,7 @@ def to_fixture(theirs: dict, regen: P.Regenerated, batch: torch.Tensor, meta: di
     fx["det_labels"] = theirs["labels"].astype(np.int8)
     if "masks" in theirs:
         fx["det_masks"] = C.encode_masks(theirs["masks"])
-        fx["det_mask_size"] = np.asarray(meta["ori_shape"][:2], np.int32)
+        fx["det_mask_size"] = np.asarray(meta.ori_shape, np.int32)
     names, stats = P.fingerprint(regen.model.state_dict())
     fx["weight_names"] = np.asarray(names)
     fx["weight_stats_drawn"] = regen.drawn

@@ -33,6 +33,7 @@ The project never imports mmdet; this script only runs the oracle as a subproces
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -212,8 +213,7 @@ def same_input_check(model, preset, img: np.ndarray, arch: str, ckpt: Path, args
     batch = pad_batch([x], preset.data.size_divisor)
     inp, meta_path, out = work / f"{arch}.input.npy", work / f"{arch}.meta.json", work / f"{arch}.same.npz"
     np.save(inp, batch.numpy())
-    meta_path.write_text(json.dumps(dict(img_shape=list(meta["img_shape"]), ori_shape=list(meta["ori_shape"]),
-                                         scale_factor=[float(v) for v in meta["scale_factor"]])))
+    meta_path.write_text(json.dumps(dataclasses.asdict(meta)))  # an ImageMeta
     cmd = [str(args.oracle_python), str(Path(__file__).resolve().parent / "_oracle_side.py"), arch, str(ckpt),
            str(inp), str(meta_path), str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -226,7 +226,7 @@ def same_input_check(model, preset, img: np.ndarray, arch: str, ckpt: Path, args
         feats = model.extract_feat(batch)
         model.backbone.channels_last = cl
         cls, reg = model.rpn_head(feats)
-        props = model.rpn_head.get_proposals(cls, reg, [meta["img_shape"]])[0].numpy()
+        props = model.rpn_head.get_proposals(cls, reg, [meta.img_shape])[0].numpy()
         det = model.roi_head.simple_test(feats, [torch.from_numpy(props)], [meta])[0]
     pred = model.postprocess(det, meta)
     tp = theirs["proposals"]

@@ -34,6 +34,7 @@ it). The project never imports mmdet; the oracle runs as a subprocess.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import json
 import os
@@ -48,7 +49,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nuimcli.models import training  # noqa: E402
+from nuimcli.models import rpn  # noqa: E402
+from nuimcli.models.roi_heads import base as roi_base  # noqa: E402
 from nuimcli.models.targets import fixed_sampling  # noqa: E402
 from nuimcli.testing import training_parity as P  # noqa: E402
 
@@ -63,18 +65,21 @@ TOL = 1e-4
 def recording():
     """Record our proposals and sampler calls (dev diagnostics; patches module attributes)."""
     samples, proposals = [], []
-    orig = training.random_sample
+    orig = rpn.random_sample
+    samplers = (rpn, roi_base)  # the modules whose heads sample (the RPN, then each R-CNN stage)
 
     def random_sample(*args, **kwargs):
         s = orig(*args, **kwargs)
         samples.append([int(s.pos_inds.numel()), int(s.neg_inds.numel()), int(s.pos_is_gt.sum())])
         return s
 
-    training.random_sample = random_sample
+    for module in samplers:
+        module.random_sample = random_sample
     try:
         yield samples, proposals
     finally:
-        training.random_sample = orig
+        for module in samplers:
+            module.random_sample = orig
 
 
 def our_losses(model, batch) -> tuple[dict[str, float], list, list, list]:
@@ -145,7 +150,9 @@ def family(name: str, oracle: Path, draws: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         torch.save(model.state_dict(), work / "weights.pth")
-        torch.save({**{k: batch[k] for k in ("images", "img_metas", "gt_bboxes", "gt_labels", "gt_masks")},
+        # plain dicts: the oracle side runs in mmdet's environment, without nuimcli
+        torch.save({"images": batch.images, "img_metas": [dataclasses.asdict(m) for m in batch.img_metas],
+                    "gt_bboxes": batch.gt_bboxes, "gt_labels": batch.gt_labels, "gt_masks": batch.gt_masks,
                     "semantic": semantic}, work / "batch.pt")
         setup = {"arch": arch, "depth": P.DEPTH, "fpn_channels": P.FPN_CHANNELS, "fc_channels": P.FC_CHANNELS,
                  "backbone_channels": list(model.backbone.out_channels)}

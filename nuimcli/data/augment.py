@@ -13,18 +13,21 @@
 * Each image is padded bottom/right to a multiple of 32 (its ``pad_shape``); masks to that
   shape with 0; the semantic map too (0 = ignore) before the 1/8 nearest rescale.
 
-Every random draw comes from the ``numpy.random.Generator`` passed in.
+Every random draw comes from the ``numpy.random.Generator`` passed in. The results are the typed
+structures of :mod:`nuimcli.data.structures` (:class:`TrainSample`, :class:`Batch`, :class:`ImageMeta`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from nuimcli.data.structures import Batch, ImageMeta, RawSample, TrainSample
 from nuimcli.data.transforms import normalize, pad_batch, padded_size, resize_keep_ratio, to_chw_tensor
+from nuimcli.presets import DataConfig
 
 
 def sample_scale(scales: Sequence[Sequence[int]], mode: str, rng: np.random.Generator) -> tuple[int, int]:
@@ -62,13 +65,14 @@ def _pad_hw(arr: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
     return out
 
 
-def train_transform(sample: dict, data_cfg: Any, rng: np.random.Generator) -> dict:
+def train_transform(sample: RawSample, data_cfg: DataConfig, rng: np.random.Generator) -> TrainSample:
     """Augment one raw sample (see :meth:`TrainDataset.load_raw`) into a model-ready sample.
 
-    Returns ``{"img": float32 [3, h, w] (normalised, unpadded), "img_meta": {...},
-    "gt_bboxes": float32 [N, 4], "gt_labels": int64 [N], "gt_masks": uint8 [N, Hpad, Wpad]
-    (if masks), "gt_semantic_seg": int64 [Hpad*r, Wpad*r] (if semantic)}`` where (h, w) =
-    ``img_shape`` and (Hpad, Wpad) = ``pad_shape`` (multiples of ``size_divisor``).
+    Returns a :class:`~nuimcli.data.structures.TrainSample`: ``img`` float32 [3, h, w]
+    (normalised, unpadded), its :class:`ImageMeta` (no seed yet), ``gt_bboxes`` float32 [N, 4],
+    ``gt_labels`` int64 [N], ``gt_masks`` uint8 [N, Hpad, Wpad] (if masks), ``gt_semantic_seg``
+    int64 [Hpad*r, Wpad*r] (if semantic) where (h, w) = ``img_shape`` and (Hpad, Wpad) =
+    ``pad_shape`` (multiples of ``size_divisor``).
     """
     img = sample["img"]
     ori_h, ori_w = img.shape[:2]
@@ -98,52 +102,56 @@ def train_transform(sample: dict, data_cfg: Any, rng: np.random.Generator) -> di
 
     img = normalize(np.ascontiguousarray(img), data_cfg.mean, data_cfg.std, data_cfg.to_rgb)
     pad_h, pad_w = padded_size(h, w, data_cfg.size_divisor)
-    out: dict = {
-        "img": to_chw_tensor(img),
-        "img_meta": {
-            "ori_shape": (ori_h, ori_w),
-            "img_shape": (h, w),
-            "pad_shape": (pad_h, pad_w),
-            "scale_factor": tuple(float(x) for x in scale_factor),
-            "flip": flip,
-            "file_name": sample.get("file_name", ""),
-            "image_id": sample.get("image_id"),
-        },
-        "gt_bboxes": torch.from_numpy(np.ascontiguousarray(bboxes, dtype=np.float32)).reshape(-1, 4),
-        "gt_labels": torch.from_numpy(np.asarray(sample["labels"], dtype=np.int64)),
-    }
+    meta = ImageMeta(
+        ori_shape=(ori_h, ori_w),
+        img_shape=(h, w),
+        pad_shape=(pad_h, pad_w),
+        scale_factor=tuple(float(x) for x in scale_factor),
+        flip=flip,
+        file_name=sample.get("file_name", ""),
+        image_id=sample.get("image_id"),
+    )
+    out = TrainSample(
+        img=to_chw_tensor(img),
+        img_meta=meta,
+        gt_bboxes=torch.from_numpy(np.ascontiguousarray(bboxes, dtype=np.float32)).reshape(-1, 4),
+        gt_labels=torch.from_numpy(np.asarray(sample["labels"], dtype=np.int64)),
+    )
     if masks is not None:
-        out["gt_masks"] = torch.from_numpy(np.ascontiguousarray(_pad_hw(masks, pad_h, pad_w)))
+        out.gt_masks = torch.from_numpy(np.ascontiguousarray(_pad_hw(masks, pad_h, pad_w)))
     if semantic is not None:
         seg = _pad_hw(np.ascontiguousarray(semantic), pad_h, pad_w)
         r = data_cfg.semantic_scale
         size = (int(pad_w * r + 0.5), int(pad_h * r + 0.5))
         seg = cv2.resize(seg, size, interpolation=cv2.INTER_NEAREST)
-        out["gt_semantic_seg"] = torch.from_numpy(seg.astype(np.int64))
+        out.gt_semantic_seg = torch.from_numpy(seg.astype(np.int64))
     return out
 
 
-def collate(samples: list[dict], size_divisor: int = 32) -> dict:
-    """Batch augmented samples into the dict ``Detector.loss`` takes (see INTERFACES.md).
+def collate(samples: list[TrainSample], size_divisor: int = 32) -> Batch:
+    """Batch augmented samples into the :class:`~nuimcli.data.structures.Batch` ``Detector.loss`` takes.
 
     ``images`` [B, 3, Hb, Wb] zero-padded to the batch maximum (a multiple of ``size_divisor``),
-    ``img_metas``, ``gt_bboxes`` / ``gt_labels`` / ``gt_masks`` lists, and, for HTC,
-    ``gt_semantic_seg`` [B, 1, hs, ws] int64 zero-padded (0 = ignore) to the batch maximum.
+    ``img_metas``, ``gt_bboxes`` / ``gt_labels`` / ``gt_masks`` lists (``gt_masks`` None unless
+    every sample has masks), and, for HTC, ``gt_semantic_seg`` [B, 1, hs, ws] int64
+    zero-padded (0 = ignore) to the batch maximum (None unless every sample has one).
     """
-    batch: dict = {
-        "images": pad_batch([s["img"] for s in samples], size_divisor),
-        "img_metas": [s["img_meta"] for s in samples],
-        "gt_bboxes": [s["gt_bboxes"] for s in samples],
-        "gt_labels": [s["gt_labels"] for s in samples],
-    }
-    if all("gt_masks" in s for s in samples):
-        batch["gt_masks"] = [s["gt_masks"] for s in samples]
-    if all("gt_semantic_seg" in s for s in samples):
-        segs = [s["gt_semantic_seg"] for s in samples]
+    gt_masks = None
+    if all(s.gt_masks is not None for s in samples):
+        gt_masks = [s.gt_masks for s in samples]
+    gt_semantic_seg = None
+    if all(s.gt_semantic_seg is not None for s in samples):
+        segs = [s.gt_semantic_seg for s in samples]
         hs = max(int(t.shape[0]) for t in segs)
         ws = max(int(t.shape[1]) for t in segs)
-        out = torch.zeros((len(segs), 1, hs, ws), dtype=torch.int64)
+        gt_semantic_seg = torch.zeros((len(segs), 1, hs, ws), dtype=torch.int64)
         for i, t in enumerate(segs):
-            out[i, 0, : t.shape[0], : t.shape[1]] = t
-        batch["gt_semantic_seg"] = out
-    return batch
+            gt_semantic_seg[i, 0, : t.shape[0], : t.shape[1]] = t
+    return Batch(
+        images=pad_batch([s.img for s in samples], size_divisor),
+        img_metas=[s.img_meta for s in samples],
+        gt_bboxes=[s.gt_bboxes for s in samples],
+        gt_labels=[s.gt_labels for s in samples],
+        gt_masks=gt_masks,
+        gt_semantic_seg=gt_semantic_seg,
+    )

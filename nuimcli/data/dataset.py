@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from nuimcli.data.structures import RawSample, TrainSample
 from nuimcli.errors import UserError
+from nuimcli.presets import DataConfig, Preset
 
 MIN_SIZE = 32  #: mmdet's ``_filter_imgs(min_size=32)``
 
@@ -179,7 +181,7 @@ def decode_masks(segmentations: list, height: int, width: int) -> np.ndarray:
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    """Training samples: ``dataset[(index, seed)]`` → the augmented sample dict of :mod:`augment`.
+    """Training samples: ``dataset[(index, seed)]`` → a :class:`~nuimcli.data.structures.TrainSample`.
 
     The seed drives every random choice of the augmentation (scale, flip), so a sample is a pure
     function of (index, seed) whatever worker loads it — which makes resume and DDP exact.
@@ -189,7 +191,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self,
         records: list[ImageRecord],
         img_root: str | Path,
-        data_cfg: Any,
+        data_cfg: DataConfig,
         semantic_root: Optional[str | Path] = None,
         with_mask: bool = True,
         ann_file: str | Path = "",
@@ -209,7 +211,7 @@ class TrainDataset(torch.utils.data.Dataset):
         """uint8 [N]: 1 for landscape images (w > h), for aspect-ratio grouping."""
         return np.asarray([r.aspect_flag for r in self.records], dtype=np.uint8)
 
-    def load_raw(self, index: int) -> dict:
+    def load_raw(self, index: int) -> RawSample:
         """The un-augmented sample: BGR uint8 image, boxes, labels, masks [N,H,W], semantic [H,W]."""
         r = self.records[index]
         path = self.img_root / r.file_name
@@ -220,7 +222,7 @@ class TrainDataset(torch.utils.data.Dataset):
         if (h, w) != (r.height, r.width):
             raise UserError(
                 f"{path}: image is {w}x{h} but {self.ann_file or 'the annotation file'} says {r.width}x{r.height}")
-        sample = {
+        sample: RawSample = {
             "img": img,
             "bboxes": r.bboxes.copy(),
             "labels": r.labels.copy(),
@@ -241,20 +243,20 @@ class TrainDataset(torch.utils.data.Dataset):
             sample["semantic"] = seg
         return sample
 
-    def __getitem__(self, item: tuple[int, int] | int) -> dict:
+    def __getitem__(self, item: tuple[int, int] | int) -> TrainSample:
         from nuimcli.data.augment import train_transform
 
         index, seed = item if isinstance(item, tuple) else (int(item), int(item))
         sample = self.load_raw(index)
         out = train_transform(sample, self.data_cfg, np.random.default_rng(seed))
-        out["img_meta"]["seed"] = int(seed)
+        out.img_meta = out.img_meta.with_seed(seed)  # the samplers of the loss draw from it
         return out
 
 
 def build_train_dataset(
     ann_file: str | Path,
     img_root: str | Path,
-    preset: Any,
+    preset: Preset,
     semantic_root: Optional[str | Path] = None,
     check_files: bool = True,
 ) -> TrainDataset:

@@ -37,6 +37,7 @@ import yaml
 from torch import nn
 
 from nuimcli.engine import train_checkpoints
+from nuimcli.data.structures import Batch
 from nuimcli.engine.distributed import World, barrier, reduce_mean
 from nuimcli.engine.train_log import LiveDisplay, TrainLog, peak_memory_mb
 from nuimcli.errors import RunFailed, UserError
@@ -145,18 +146,9 @@ def default_paths(data_root: Path) -> dict[str, Path]:
     }
 
 
-def move_batch(batch: dict, device: torch.device) -> dict:
-    """Tensors (and lists of tensors) of a collated batch to ``device``."""
-    nb = device.type == "cuda"
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            out[k] = v.to(device, non_blocking=nb)
-        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
-            out[k] = [t.to(device, non_blocking=nb) for t in v]
-        else:
-            out[k] = v
-    return out
+def move_batch(batch: Batch, device: torch.device) -> Batch:
+    """Every tensor of a collated batch on ``device``."""
+    return batch.to(device, non_blocking=device.type == "cuda")
 
 
 class LossModule(nn.Module):
@@ -166,7 +158,7 @@ class LossModule(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.detector.loss(batch)
 
 
@@ -308,7 +300,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
         )
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimiser step on a collated batch; returns the loss terms as floats."""
         batch = move_batch(batch, self.device)
         ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None

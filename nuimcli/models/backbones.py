@@ -118,26 +118,12 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34). ``style`` does not apply: the stride is on ``conv1``."""
+    """Two 3x3 convs (ResNet-18/34). No style, groups or DCN variants: the stride is on ``conv1``."""
 
     expansion = 1
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        style: str = "pytorch",
-        groups: int = 1,
-        base_width: int = 64,
-        dcn: bool = False,
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock (ResNet-18/34) does not support groups/base_width (ResNeXt)")
-        if dcn:
-            raise ValueError("BasicBlock (ResNet-18/34) does not support deformable convolution")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = _bn(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
@@ -254,6 +240,10 @@ class ResNet(nn.Module):
             raise ValueError("dcn_stages needs one entry per stage (4)")
         kind, blocks = ARCH_SETTINGS[depth]
         block: type[BasicBlock] | type[Bottleneck] = BasicBlock if kind == "basic" else Bottleneck
+        if kind == "basic" and (groups != 1 or base_width != 64):
+            raise ValueError("BasicBlock (ResNet-18/34) does not support groups/base_width (ResNeXt)")
+        if kind == "basic" and any(dcn_stages):
+            raise ValueError("BasicBlock (ResNet-18/34) does not support deformable convolution")
         self.depth = depth
         self.style = style
         self.frozen_stages = frozen_stages
@@ -309,7 +299,8 @@ class ResNet(nn.Module):
                 nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 _bn(planes * block.expansion),
             )
-        kw = dict(style=style, groups=groups, base_width=base_width, dcn=dcn)
+        # the bottleneck's variants (checked absent for BasicBlock by ResNet)
+        kw = dict(style=style, groups=groups, base_width=base_width, dcn=dcn) if block is Bottleneck else {}
         layers = [block(inplanes, planes, stride, downsample, **kw)]
         for _ in range(1, num_blocks):
             layers.append(block(planes * block.expansion, planes, 1, None, **kw))

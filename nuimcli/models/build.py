@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from torch import nn
-
 from nuimcli.models.backbones import ResNet
 from nuimcli.models.necks import FPN
-from nuimcli.presets import DETECTORS, BackboneConfig, Preset
+from nuimcli.models.settings import RoITestSettings, RoITrainSettings, RPNTrainSettings
+from nuimcli.presets import DETECTORS, BackboneConfig, Preset, RoIConfig, RPNConfig
 
 if TYPE_CHECKING:
     from nuimcli.models.detector import Detector
+    from nuimcli.models.roi_heads import RoIHead
+    from nuimcli.models.rpn import RPNHead
 
 
 def build_backbone(cfg: BackboneConfig) -> ResNet:
@@ -38,7 +39,44 @@ def build_neck(in_channels: Sequence[int], out_channels: int, num_outs: int = 5)
     return FPN(in_channels=list(in_channels), out_channels=out_channels, num_outs=num_outs)
 
 
-def build_rpn_head(preset: Preset) -> "nn.Module":
+def rpn_train_settings(r: RPNConfig) -> RPNTrainSettings:
+    """The RPN's train settings from the preset's ``model.rpn`` block."""
+    return RPNTrainSettings(
+        allowed_border=r.allowed_border,
+        pos_iou_thr=r.pos_iou_thr,
+        neg_iou_thr=r.neg_iou_thr,
+        min_pos_iou=r.min_pos_iou,
+        match_low_quality=r.match_low_quality,
+        num_samples=r.num_samples,
+        pos_fraction=r.pos_fraction,
+        loss_bbox=r.loss_bbox,
+        smooth_l1_beta=r.smooth_l1_beta,
+        nms_pre=r.train_nms_pre,
+        max_per_img=r.train_max_per_img,
+    )
+
+
+def roi_train_settings(roi: RoIConfig) -> RoITrainSettings:
+    """The RoI head's train settings from the preset's ``model.roi`` block."""
+    return RoITrainSettings(
+        stage_iou_thrs=tuple(roi.stage_iou_thrs),
+        stage_loss_weights=tuple(roi.stage_loss_weights),
+        match_low_quality=roi.match_low_quality,
+        num_samples=roi.num_samples,
+        pos_fraction=roi.pos_fraction,
+        loss_bbox=roi.loss_bbox,
+        smooth_l1_beta=roi.smooth_l1_beta,
+        mask_size=roi.mask_size,
+    )
+
+
+def roi_test_settings(roi: RoIConfig) -> RoITestSettings:
+    """The RoI head's post-processing settings from the preset's ``model.roi`` block."""
+    return RoITestSettings(score_thr=roi.score_thr, nms_iou=roi.nms_iou, max_per_img=roi.max_per_img,
+                           mask_thr_binary=roi.mask_thr_binary)
+
+
+def build_rpn_head(preset: Preset) -> "RPNHead":
     """RPN head with the preset's anchors and train/test proposal limits."""
     from nuimcli.models.rpn import RPNHead
 
@@ -54,13 +92,11 @@ def build_rpn_head(preset: Preset) -> "nn.Module":
         max_per_img=r.test_max_per_img,
         nms_iou=r.nms_iou,
         min_bbox_size=r.min_bbox_size,
-        train_nms_pre=r.train_nms_pre,
-        train_max_per_img=r.train_max_per_img,
-        train_cfg=r,
+        train_cfg=rpn_train_settings(r),
     )
 
 
-def build_roi_head(preset: Preset) -> "nn.Module":
+def build_roi_head(preset: Preset) -> "RoIHead":
     """The RoI head of ``preset.model.detector``: standard (Mask R-CNN), cascade or HTC."""
     from nuimcli.models import roi_heads as R
 
@@ -84,11 +120,8 @@ def build_roi_head(preset: Preset) -> "nn.Module":
     common = dict(
         featmap_strides=list(roi.featmap_strides),
         finest_scale=roi.finest_scale,
-        score_thr=roi.score_thr,
-        nms_iou=roi.nms_iou,
-        max_per_img=roi.max_per_img,
-        mask_thr_binary=roi.mask_thr_binary,
-        train_cfg=roi,
+        test_cfg=roi_test_settings(roi),
+        train_cfg=roi_train_settings(roi),
     )
     spec = DETECTORS.get(m.detector)
     if spec is None:  # presets.validate_semantics rejects it first
@@ -102,7 +135,6 @@ def build_roi_head(preset: Preset) -> "nn.Module":
         return R.CascadeRoIHead(
             [bbox_head(i) for i in stages],
             [R.FCNMaskHead(**mask_kw) for _ in stages],
-            stage_loss_weights=list(roi.stage_loss_weights),
             **common,
         )
     # HTC: hybrid stages and the optional semantic head
@@ -127,7 +159,6 @@ def build_roi_head(preset: Preset) -> "nn.Module":
         semantic_stride=m.rpn.anchor_strides[sem.fusion_level],
         interleaved=roi.interleaved,
         mask_info_flow=roi.mask_info_flow,
-        stage_loss_weights=list(roi.stage_loss_weights),
         **common,
     )
 

@@ -14,16 +14,22 @@ one-image call (all nuImages images are 1600x900, so they always batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nuimcli.data.structures import Batch, ImageMeta
 from nuimcli.data.transforms import (ImageLike, load_image, normalize, pad_batch, padded_size,
                                      resize_keep_ratio, to_chw_tensor)
-from nuimcli.models.roi_heads import RoIDetections, paste_masks
+from nuimcli.models.roi_heads import RoIDetections, RoIHead, paste_masks
+from nuimcli.models.rpn import RPNHead
+from nuimcli.models.targets import seeded_generators
+
+if TYPE_CHECKING:
+    from nuimcli.presets import Preset
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Detector(nn.Module):
         backbone: ``images [B, 3, H, W]`` → C2..C5.
         neck: C2..C5 → P2..P6.
         rpn_head: :class:`~nuimcli.models.rpn.RPNHead`.
-        roi_head: a RoI head from :mod:`nuimcli.models.roi_heads`.
+        roi_head: a :class:`~nuimcli.models.roi_heads.RoIHead` (standard, cascade or HTC).
         num_classes: foreground classes (10).
         preset: the :class:`~nuimcli.presets.Preset` the model was built from (kept as an
             attribute for checkpoints; not read here).
@@ -62,8 +68,8 @@ class Detector(nn.Module):
         size_divisor: padding multiple (32).
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module, roi_head: nn.Module,
-                 num_classes: int = 10, preset: Any = None, test_scale: Sequence[int] = (1600, 900),
+    def __init__(self, backbone: nn.Module, neck: nn.Module, rpn_head: RPNHead, roi_head: RoIHead,
+                 num_classes: int = 10, preset: Optional["Preset"] = None, test_scale: Sequence[int] = (1600, 900),
                  mean: Sequence[float] = (123.675, 116.28, 103.53),
                  std: Sequence[float] = (58.395, 57.12, 57.375), to_rgb: bool = True,
                  size_divisor: int = 32) -> None:
@@ -84,18 +90,18 @@ class Detector(nn.Module):
     @property
     def has_semantic_head(self) -> bool:
         """True when predictions carry a semantic map (HTC with its semantic head)."""
-        return getattr(self.roi_head, "semantic_head", None) is not None
+        return self.roi_head.with_semantic
 
     def extract_feat(self, images: Tensor) -> list[Tensor]:
         """Normalised, padded ``[B, 3, H, W]`` → FPN maps P2..P6 (``[B, C, H/s, W/s]``)."""
         return list(self.neck(self.backbone(images)))
 
-    def simple_test(self, images: Tensor, img_metas: Sequence[dict]) -> list[RoIDetections]:
+    def simple_test(self, images: Tensor, img_metas: Sequence[ImageMeta]) -> list[RoIDetections]:
         """Test-time forward of one batch (no pasting): RPN proposals, then the RoI head.
 
         Args:
             images: ``[B, 3, H_pad, W_pad]``.
-            img_metas: B dicts with ``img_shape`` (h, w) and ``scale_factor`` (4 floats).
+            img_metas: B metas (``img_shape`` and ``scale_factor`` are read).
 
         Returns:
             :class:`~nuimcli.models.roi_heads.RoIDetections` per image (original frame).
@@ -103,45 +109,60 @@ class Detector(nn.Module):
         with torch.no_grad():
             feats = self.extract_feat(images)
             cls_scores, bbox_preds = self.rpn_head(feats)
-            proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, [m["img_shape"] for m in img_metas])
+            proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, [m.img_shape for m in img_metas])
             return self.roi_head.simple_test(feats, proposals, img_metas)
 
-    def forward(self, batch: Union[dict, Tensor], img_metas: Optional[Sequence[dict]] = None):
-        """``model(batch_dict)`` → :meth:`loss`; ``model(images, img_metas)`` → :meth:`simple_test`."""
-        if isinstance(batch, dict):
-            return self.loss(batch)
+    def forward(self, inputs: Union[Batch, Tensor],
+                img_metas: Optional[Sequence[ImageMeta]] = None) -> Union[dict[str, Tensor], list[RoIDetections]]:
+        """Training mode: ``model(batch)`` → :meth:`loss`; eval mode: ``model(images, img_metas)``
+        → :meth:`simple_test`."""
+        if self.training:
+            if not isinstance(inputs, Batch):
+                raise TypeError(f"a Detector in training mode takes a Batch, not {type(inputs).__name__}")
+            return self.loss(inputs)
         if img_metas is None:
-            raise ValueError("Detector(images) needs img_metas")
-        return self.simple_test(batch, img_metas)
+            raise ValueError("a Detector in eval mode takes (images, img_metas)")
+        return self.simple_test(inputs, img_metas)
 
-    def loss(self, batch: dict) -> dict[str, Tensor]:
-        """Training losses of a collated batch (see ``nuimcli.models.training``)."""
-        from nuimcli.models.training import compute_losses
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Training losses of a collated batch (mmdet 2.x ``forward_train``).
 
-        return compute_losses(self, batch)
+        Backbone + FPN, then :meth:`RPNHead.loss <nuimcli.models.rpn.RPNHead.loss>` (its losses
+        and train-time proposals), then :meth:`RoIHead.loss <nuimcli.models.roi_heads.RoIHead.loss>`.
+        Every sampler draws from its image's generator, seeded with ``img_meta.seed``.
+
+        Returns:
+            mmdet's loss names (``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_semantic_seg``,
+            ``loss_cls``, ``loss_bbox``, ``loss_mask`` or ``s{i}.loss_…``) plus the accuracies
+            (``acc`` / ``s{i}.acc``, not losses), each a scalar.
+        """
+        generators = seeded_generators(batch.img_metas)
+        feats = self.extract_feat(batch.images)
+        losses, proposals = self.rpn_head.loss(feats, batch, generators)
+        losses.update(self.roi_head.loss(feats, proposals, batch, generators))
+        return losses
 
     # ------------------------------------------------------------------ pre/post-processing
-    def preprocess(self, image: np.ndarray) -> tuple[Tensor, dict]:
-        """BGR uint8 ``[H, W, 3]`` → (normalised ``[3, h, w]`` tensor, meta dict) as mmdet's test
-        pipeline: keep-ratio resize to ``test_scale`` (cv2 bilinear), normalise; the meta has
-        ``ori_shape``, ``img_shape``, ``pad_shape`` (each ``(h, w)``), ``scale_factor``
-        (float32 ``[w_s, h_s, w_s, h_s]``) and ``flip=False``."""
+    def preprocess(self, image: np.ndarray) -> tuple[Tensor, ImageMeta]:
+        """BGR uint8 ``[H, W, 3]`` → (normalised ``[3, h, w]`` tensor, its :class:`ImageMeta`) as
+        mmdet's test pipeline: keep-ratio resize to ``test_scale`` (cv2 bilinear), normalise;
+        ``scale_factor`` holds the float32 factors ``(w_s, h_s, w_s, h_s)``."""
         resized, scale_factor = resize_keep_ratio(image, self.test_scale)
         tensor = to_chw_tensor(normalize(resized, self.mean, self.std, self.to_rgb))
         h, w = resized.shape[:2]
-        meta = {"ori_shape": tuple(image.shape[:2]), "img_shape": (h, w),
-                "pad_shape": padded_size(h, w, self.size_divisor), "scale_factor": scale_factor,
-                "flip": False}
+        meta = ImageMeta(ori_shape=(int(image.shape[0]), int(image.shape[1])), img_shape=(h, w),
+                         pad_shape=padded_size(h, w, self.size_divisor),
+                         scale_factor=tuple(float(x) for x in scale_factor))
         return tensor, meta
 
-    def postprocess(self, det: RoIDetections, meta: dict) -> Prediction:
+    def postprocess(self, det: RoIDetections, meta: ImageMeta) -> Prediction:
         """RoI-head output of one image → :class:`Prediction` (masks pasted at ``ori_shape``)."""
-        h, w = int(meta["ori_shape"][0]), int(meta["ori_shape"][1])
+        h, w = meta.ori_shape
         masks = None
-        if getattr(self.roi_head, "with_mask", False):
+        if self.roi_head.with_mask:
             if det.mask_probs is not None and det.mask_probs.size(0) > 0:
                 masks = paste_masks(det.mask_probs, det.mask_boxes, h, w,
-                                    self.roi_head.mask_thr_binary).cpu().numpy()
+                                    self.roi_head.test_cfg.mask_thr_binary).cpu().numpy()
             else:
                 masks = np.zeros((0, h, w), dtype=bool)
         semantic = None
@@ -173,7 +194,7 @@ class Detector(nn.Module):
             inputs = [self.preprocess(load_image(im)) for im in images]
             groups: dict[tuple[int, int], list[int]] = {}
             for i, (_, meta) in enumerate(inputs):
-                groups.setdefault(tuple(meta["pad_shape"]), []).append(i)
+                groups.setdefault(meta.pad_shape, []).append(i)
             results: list[Optional[Prediction]] = [None] * len(inputs)
             for idxs in groups.values():
                 for start in range(0, len(idxs), batch_size):
@@ -188,16 +209,16 @@ class Detector(nn.Module):
             self.train(was_training)
 
 
-def semantic_map(logits: Tensor, meta: dict, band: int = 128) -> np.ndarray:
+def semantic_map(logits: Tensor, meta: ImageMeta, band: int = 128) -> np.ndarray:
     """Semantic logits ``[S, H_f, W_f]`` (stride 8 over the padded input) → uint8 label map at
     ``ori_shape``: each original pixel centre is mapped into the resized image and the logits
     are bilinearly sampled there (``align_corners=False``), then argmax. Done in row bands to
     bound memory."""
-    h, w = int(meta["ori_shape"][0]), int(meta["ori_shape"][1])
-    sf = meta["scale_factor"]
+    h, w = meta.ori_shape
+    sf = meta.scale_factor
     s, hf, wf = logits.shape
-    stride_w = float(meta["pad_shape"][1]) / wf
-    stride_h = float(meta["pad_shape"][0]) / hf
+    stride_w = float(meta.pad_shape[1]) / wf
+    stride_h = float(meta.pad_shape[0]) / hf
     xs = (torch.arange(w, dtype=torch.float32, device=logits.device) + 0.5) * float(sf[0])
     gx = xs / (wf * stride_w) * 2 - 1
     out = np.empty((h, w), dtype=np.uint8)

@@ -4,7 +4,8 @@ Pure functions over tensors, following mmdet 2.x (v2 box convention: width = x2 
 ``MaxIoUAssigner``, ``RandomSampler``, ``mask_target``, the border rule of ``AnchorHead`` and
 the losses' element-wise parts. (IoU, anchors and the delta coder live in :mod:`boxes`.) Randomness only comes from an explicit
 ``torch.Generator`` so that a training step can be replayed exactly (resume, DDP checks), or,
-inside :func:`fixed_sampling`, from no randomness at all (the training-parity fixture).
+inside :func:`fixed_sampling`, from no randomness at all (the training-parity fixture): see
+:func:`seeded_generators`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align
+
+from nuimcli.data.structures import ImageMeta
 
 
 @dataclass
@@ -256,6 +259,30 @@ def anchor_inside_flags(anchors: Tensor, valid: Tensor, img_shape: tuple[int, in
         & (anchors[:, 2] < w + allowed_border)
         & (anchors[:, 3] < h + allowed_border)
     )
+
+
+def seeded_generators(img_metas: Sequence[ImageMeta]) -> list[Optional[torch.Generator]]:
+    """One ``torch.Generator`` per image seeded with its ``img_meta.seed`` (None without a seed).
+
+    Every sampler of a training step (RPN, then each R-CNN stage) draws from its image's
+    generator, so the same image and parameters give the same losses anywhere.
+    """
+    out: list[Optional[torch.Generator]] = []
+    for m in img_metas:
+        if m.seed is None:
+            out.append(None)
+        else:
+            g = torch.Generator()
+            g.manual_seed(int(m.seed))
+            out.append(g)
+    return out
+
+
+def box_loss(pred: Tensor, target: Tensor, kind: str, beta: float) -> Tensor:
+    """Element-wise box regression loss: ``kind`` ``"l1"`` or ``"smooth_l1"`` (with ``beta``)."""
+    if kind == "smooth_l1":
+        return smooth_l1(pred, target, beta)
+    return (pred - target).abs()
 
 
 def smooth_l1(pred: Tensor, target: Tensor, beta: float) -> Tensor:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nuimcli.data.structures import ImageMeta
 from nuimcli.data.transforms import pad_batch
 from nuimcli.testing.parity_compare import Report
 from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize
@@ -165,30 +166,30 @@ def _damp_residual_branches(backbone: nn.Module, scale: float) -> None:
 
 
 @torch.no_grad()
-def _calibration_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: dict) -> None:
+def _calibration_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: ImageMeta) -> None:
     """Every layer after the backbone once, on fixed RoIs (see :func:`calibrated_model`)."""
     feats = list(model.neck(list(c)))
     model.rpn_head(feats)
     roi = model.roi_head
     _, semantic_feat = roi.semantic_forward(feats)
-    rois = calibration_rois(meta["img_shape"])
+    rois = calibration_rois(meta.img_shape)
     for stage in range(roi.num_stages):
         roi.bbox_forward(stage, feats, rois, semantic_feat)
     if roi.with_mask:  # the test-time path: every mask head once (HTC: chained by info flow)
-        roi._mask_probs(feats, rois, torch.zeros(len(rois), dtype=torch.long), semantic_feat)
+        roi.mask_probs(feats, rois, torch.zeros(len(rois), dtype=torch.long), semantic_feat)
 
 
 @torch.no_grad()
-def _heads_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: dict, proposals: Optional[torch.Tensor] = None):
+def _heads_forward(model: nn.Module, c: Sequence[torch.Tensor], meta: ImageMeta, proposals: Optional[torch.Tensor] = None):
     """Detector.simple_test from the backbone outputs on: FPN, RPN, RoI head (one image)."""
     feats = list(model.neck(list(c)))
     cls, reg = model.rpn_head(feats)
-    props = model.rpn_head.get_proposals(cls, reg, [meta["img_shape"]])[0]
+    props = model.rpn_head.get_proposals(cls, reg, [meta.img_shape])[0]
     det = model.roi_head.simple_test(feats, [props if proposals is None else proposals], [meta])[0]
     return props, det
 
 
-def network_input(model: nn.Module, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+def network_input(model: nn.Module, image: np.ndarray) -> tuple[torch.Tensor, ImageMeta]:
     """``(padded input [1, 3, H, W], meta)`` exactly as the model's own predict builds them."""
     x, meta = model.preprocess(image)
     return pad_batch([x], model.size_divisor), meta
@@ -231,7 +232,7 @@ class Trace:
 
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     prediction: object = None
-    meta: dict = field(default_factory=dict)
+    meta: Optional[ImageMeta] = None
     mask_probs: Optional[torch.Tensor] = None  # [N, 28, 28], before pasting
     mask_boxes: Optional[torch.Tensor] = None  # [N, 4], the boxes they are pasted into
     mask_thr: float = 0.5
@@ -280,8 +281,8 @@ def trace(model: nn.Module, image: np.ndarray, backbone_out: Optional[Sequence[t
         proposals: ``[K, 5]`` (network-input frame): run the RoI head on these instead of the
             model's own proposals (whose RPN tensors are still traced).
     """
-    from nuimcli.models import roi_heads as roi_mod
     from nuimcli.models import rpn as rpn_mod
+    from nuimcli.models.roi_heads import postprocess as roi_mod  # where the RoI heads call multiclass_nms
 
     batch, meta = network_input(model, image)
     if backbone_out is None:
@@ -295,7 +296,7 @@ def trace(model: nn.Module, image: np.ndarray, backbone_out: Optional[Sequence[t
     hooks = [h.register_forward_hook(lambda m, a, o: stage_out.append(o)) for h in _as_list(roi_head.bbox_head)]
     hooks += [e.register_forward_pre_hook(lambda m, a: stage_rois.append(a[1]))
               for e in _as_list(roi_head.bbox_roi_extractor)]
-    if getattr(roi_head, "semantic_head", None) is not None:
+    if roi_head.with_semantic:
         hooks.append(roi_head.semantic_head.register_forward_hook(lambda m, a, o: semantic.append(o[0])))
     rpn_out: list = []
     hooks.append(model.rpn_head.register_forward_hook(lambda m, a, o: rpn_out.append(o[0])))
@@ -320,7 +321,7 @@ def trace(model: nn.Module, image: np.ndarray, backbone_out: Optional[Sequence[t
     if semantic:
         t["semantic"] = semantic[0][0].numpy()
     return Trace(t, model.postprocess(det, meta), meta, det.mask_probs, det.mask_boxes,
-                 getattr(roi_head, "mask_thr_binary", 0.5))
+                 roi_head.test_cfg.mask_thr_binary)
 
 
 

@@ -11,12 +11,15 @@ threshold, masks of boxes under 2 px. Nothing here imports mmdet.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from nuimcli.testing.inference_parity import Trace
 
 # Final detections: the tolerances of issue 12.
 BOX_TOL_PX = 0.01
@@ -257,14 +260,15 @@ def decode_masks(fx: dict) -> np.ndarray:
     return out
 
 
-def compare(model: nn.Module, ours: Any, fx: dict) -> Report:
+def compare(model: nn.Module, ours: "Trace", fx: dict) -> Report:
     """Every comparison of one architecture: RPN candidates and proposals (as sets), RoI stages
     row by row (``ours``: a :class:`~nuimcli.testing.inference_parity.Trace` made with the
     fixture's proposals), final detections one to one."""
     rep = Report()
     t = ours.tensors
     compare_rpn(rep, t, fx, model.rpn_head.nms_pre, t["rpn_anchors_per_level"], model.rpn_head.max_per_img)
-    compare_stages(rep, t, fx, ours.meta["scale_factor"])
-    compare_detections(rep, ours.prediction, fx, model.roi_head.score_thr, model.roi_head.max_per_img,
+    compare_stages(rep, t, fx, ours.meta.scale_factor)
+    test_cfg = model.roi_head.test_cfg
+    compare_detections(rep, ours.prediction, fx, test_cfg.score_thr, test_cfg.max_per_img,
                        mask_ties=lambda j: ours.mask_ties(j, MASK_TIE))
     return rep

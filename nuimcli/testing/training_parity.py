@@ -26,15 +26,19 @@ and NMS, IoU thresholds, the argmax behind ``acc``) and random weights put some 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nuimcli.data.augment import collate, train_transform
+from nuimcli.data.structures import Batch
 from nuimcli.presets import Preset, load_preset
 from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize, synthetic_image
+
+if TYPE_CHECKING:
+    from nuimcli.models.detector import Detector
 
 #: family -> (our preset, the oracle's architecture in nuim_configs.ARCHS)
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -113,7 +117,7 @@ def _raw_sample(height: int, width: int, seed: int) -> dict:
             "masks": np.stack(masks), "semantic": semantic, "file_name": f"parity_{seed}.jpg", "image_id": seed}
 
 
-def parity_batch(preset: Preset, seed: int = 0) -> tuple[dict, np.ndarray]:
+def parity_batch(preset: Preset, seed: int = 0) -> tuple[Batch, np.ndarray]:
     """The fixed training batch of the fixture and, for the oracle, its full-size semantic map.
 
     Returns ``(batch, semantic)``: ``batch`` is what ``Detector.loss`` takes (``images``
@@ -128,21 +132,21 @@ def parity_batch(preset: Preset, seed: int = 0) -> tuple[dict, np.ndarray]:
         # Scale (w, h) keeps the image as it is: no resampling, so no interpolation noise.
         data_cfg = dataclasses.replace(preset.data, train_scales=[[w, h]], flip_ratio=0.0)
         out = train_transform(raw, data_cfg, np.random.default_rng(seed * 100 + i))
-        out["img_meta"]["seed"] = seed * 100 + i
+        out.img_meta = out.img_meta.with_seed(seed * 100 + i)
         if not preset.model.semantic.enabled:
-            out.pop("gt_semantic_seg", None)
+            out.gt_semantic_seg = None
         samples.append(out)
         full.append(raw["semantic"])
     batch = collate(samples, preset.data.size_divisor)
-    batch["images"] = batch["images"].double()
-    hb, wb = batch["images"].shape[-2:]
+    batch.images = batch.images.double()
+    hb, wb = batch.images.shape[-2:]
     semantic = np.zeros((len(full), 1, hb, wb), np.uint8)
     for i, s in enumerate(full):
         semantic[i, 0, : s.shape[0], : s.shape[1]] = s
     return batch, semantic
 
 
-def parity_model(preset: Preset, batch: dict, seed: int = 0) -> Any:
+def parity_model(preset: Preset, batch: Batch, seed: int = 0) -> "Detector":
     """The float64 detector of ``preset`` with seeded weights calibrated on ``batch``, in train mode.
 
     Weights from :func:`~nuimcli.testing.random_weights.randomize`; BN statistics from the
@@ -156,7 +160,7 @@ def parity_model(preset: Preset, batch: dict, seed: int = 0) -> Any:
         model = build_model(preset)
     randomize(model, seed)
     model.double()
-    images, metas = batch["images"], batch["img_metas"]
+    images, metas = batch.images, batch.img_metas
     calibrate_bn(model.backbone, images)
     model.eval()
     calibrate_heads(model, lambda: model.simple_test(images, metas))

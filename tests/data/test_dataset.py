@@ -90,8 +90,8 @@ def test_train_filter_and_sample(tmp_path):
     ds = build_train_dataset(ann, tmp_path, preset)
     assert len(ds) == 1 and ds.records[0].file_name.endswith("img0.jpg")
     s = ds[(0, 123)]
-    assert s["img"].shape[0] == 3 and s["gt_masks"].shape[0] == 2
-    assert s["img_meta"]["seed"] == 123 and s["img_meta"]["ori_shape"] == (60, 80)
+    assert s.img.shape[0] == 3 and s.gt_masks.shape[0] == 2
+    assert s.img_meta.seed == 123 and s.img_meta.ori_shape == (60, 80)
 
 
 def test_semantic_maps_loaded_for_htc(tmp_path):
@@ -101,8 +101,8 @@ def test_semantic_maps_loaded_for_htc(tmp_path):
     raw = ds.load_raw(0)
     assert raw["semantic"].shape == (60, 80) and raw["semantic"][20, 20] == 17 and raw["semantic"][0, 0] == 0
     s = ds[(0, 0)]
-    ph, pw = s["img_meta"]["pad_shape"]
-    assert s["gt_semantic_seg"].shape == (ph // 8, pw // 8)
+    ph, pw = s.img_meta.pad_shape
+    assert s.gt_semantic_seg.shape == (ph // 8, pw // 8)
 
 
 def test_missing_semantic_png_is_named(tmp_path):

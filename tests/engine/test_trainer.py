@@ -32,12 +32,12 @@ class ToyDetector(nn.Module):
         self.head = nn.Linear(4, 4)
 
     def loss(self, batch):
-        x = self.backbone(batch["images"]).mean((2, 3))
+        x = self.backbone(batch.images).mean((2, 3))
         pred = self.head(x)
-        tgt = torch.stack([b.mean(0) / 100 for b in batch["gt_bboxes"]])
+        tgt = torch.stack([b.mean(0) / 100 for b in batch.gt_bboxes])
         sel = []
-        for m in batch["img_metas"]:
-            g = torch.Generator().manual_seed(m["seed"])
+        for m in batch.img_metas:
+            g = torch.Generator().manual_seed(m.seed)
             sel.append(torch.randperm(4, generator=g)[:2])
         sel = torch.stack(sel)
         diff = (pred.gather(1, sel) - tgt.gather(1, sel)).abs()
@@ -266,7 +266,7 @@ def _ddp_worker(world, root: str, out: str) -> None:
 
     class Recording(ToyDetector):
         def loss(self, batch):
-            seen.extend(m["image_id"] for m in batch["img_metas"])
+            seen.extend(m.image_id for m in batch.img_metas)
             return super().loss(batch)
 
     try:

@@ -109,7 +109,10 @@ def test_detector_kind_and_dcn_follow_the_preset():
     assert stds == [(0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)]
     assert m.roi_head.bbox_head.bbox_coder.stds == (0.1, 0.1, 0.2, 0.2) and not m.roi_head.bbox_head.reg_class_agnostic
     assert isinstance(h.backbone.layer3[5].conv2, DeformConv2d) and not isinstance(m.backbone.layer3[5].conv2, DeformConv2d)
-    assert h.roi_head.score_thr == 0.001 and m.roi_head.score_thr == 0.05
+    assert h.roi_head.test_cfg.score_thr == 0.001 and m.roi_head.test_cfg.score_thr == 0.05
+    # train settings come from the preset too (typed, one per stage)
+    assert c.roi_head.train_cfg.stage_iou_thrs == (0.5, 0.6, 0.7) and h.roi_head.interleaved
+    assert m.rpn_head.train_cfg.nms_pre == 2000 and m.rpn_head.nms_pre == 1000
 
 
 def test_caffe_preset_strides_bgr_and_frozen_bn():

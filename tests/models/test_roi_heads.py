@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from nuimcli.data.structures import ImageMeta
 from nuimcli.models.boxes import DeltaXYWHBBoxCoder
 from nuimcli.models.roi_heads import (CascadeRoIHead, FCNMaskHead, FusedSemanticHead, HTCMaskHead,
                                       HybridTaskCascadeRoIHead, Shared2FCBBoxHead, SingleRoIExtractor,
                                       StandardRoIHead, paste_masks)
+from nuimcli.models.settings import RoITestSettings
 
 C = 8  # channels of the toy feature maps
 STDS = [(0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)]
@@ -97,8 +99,12 @@ def _const_mask_head(bias, cls=FCNMaskHead, **kw):
     return head
 
 
-META = {"img_shape": (100, 200), "scale_factor": np.array([0.5, 0.5, 0.5, 0.5], np.float32),
-        "ori_shape": (200, 400)}
+META = ImageMeta(ori_shape=(200, 400), img_shape=(100, 200), pad_shape=(128, 224),
+                 scale_factor=(0.5, 0.5, 0.5, 0.5))
+
+
+def _test_cfg(score_thr=0.05, nms_iou=0.5, max_per_img=100):
+    return RoITestSettings(score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img, mask_thr_binary=0.5)
 PROPOSAL = torch.tensor([[10.0, 20.0, 50.0, 60.0, 0.9]])
 
 
@@ -108,7 +114,7 @@ def test_known_box_and_score_through_standard_post_processing():
     reg[0:4] = [-1.0, 0.0, 0.0, 0.0]
     head = StandardRoIHead(_const_bbox_head([2.5, 0.0, 4.0, 5.0], reg),
                            _const_mask_head([-1.0, 2.0, 0.5]), featmap_strides=[4, 8, 16, 32],
-                           score_thr=0.05, nms_iou=0.5, max_per_img=100)
+                           test_cfg=_test_cfg(score_thr=0.05, nms_iou=0.5, max_per_img=100))
     (det,) = head.simple_test(_feats(), [PROPOSAL], [META])
     probs = torch.softmax(torch.tensor([2.5, 0.0, 4.0, 5.0]), 0)
     # class 1 (p = 0.0046) is under the threshold; background (index 3) is never a label
@@ -128,7 +134,7 @@ def test_known_box_and_score_through_standard_post_processing():
 
 
 def test_background_last_means_no_detection():
-    head = StandardRoIHead(_const_bbox_head([0.0, 0.0, 0.0, 6.0], [0.0] * 12), None, score_thr=0.05)
+    head = StandardRoIHead(_const_bbox_head([0.0, 0.0, 0.0, 6.0], [0.0] * 12), None, test_cfg=_test_cfg())
     (det,) = head.simple_test(_feats(), [PROPOSAL], [META])
     assert det.boxes.shape == (0, 4) and det.mask_probs is None
     empty = head.simple_test(_feats(b=2), [PROPOSAL[:0], PROPOSAL[:0]], [META, META])
@@ -140,7 +146,7 @@ def test_cascade_score_is_softmax_of_mean_logits_and_box_from_last_stage():
     deltas = [[1.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 1.0], [0.5, 0.5, -1.0, -1.0]]
     heads = [_const_bbox_head(lg, d, agnostic=True, stds=s) for lg, d, s in zip(logits, deltas, STDS)]
     masks = [_const_mask_head(b) for b in ([1.0, 3.0, -2.0], [0.0, -3.0, 2.0], [2.0, 0.0, 0.0])]
-    head = CascadeRoIHead(heads, masks, score_thr=0.01, nms_iou=0.5, max_per_img=100)
+    head = CascadeRoIHead(heads, masks, test_cfg=_test_cfg(score_thr=0.01))
     (det,) = head.simple_test(_feats(), [PROPOSAL], [META])
     mean = torch.tensor(logits).mean(0)
     expected = torch.softmax(mean, 0)[:3]
@@ -165,7 +171,7 @@ def test_htc_mask_information_flow_and_semantic_fusion():
     mask_heads = [HTCMaskHead(with_conv_res=i > 0, num_convs=2, in_channels=C, conv_out_channels=C,
                               num_classes=3, roi_feat_size=14) for i in range(3)]
     sem = FusedSemanticHead(num_ins=5, fusion_level=1, num_convs=1, in_channels=C, conv_out_channels=C, num_classes=5)
-    head = HybridTaskCascadeRoIHead(bbox_heads, mask_heads, semantic_head=sem, score_thr=0.0).eval()
+    head = HybridTaskCascadeRoIHead(bbox_heads, mask_heads, semantic_head=sem, test_cfg=_test_cfg(score_thr=0.0)).eval()
     feats = _feats(h=64, w=96)
     rois = torch.tensor([[0.0, 4.0, 6.0, 60.0, 50.0], [0.0, 100.0, 80.0, 300.0, 250.0]])
     with torch.no_grad():
@@ -185,18 +191,17 @@ def test_htc_mask_information_flow_and_semantic_fusion():
         assert torch.allclose(cls, manual[0], atol=1e-5) and torch.allclose(reg, manual[1], atol=1e-5)
         # stage-2 mask logits (training path): heads 0 and 1 give features through conv_res
         mfeat = SingleRoIExtractor(14, [4, 8, 16, 32])(feats, rois) + sem_roi
-        f0 = mask_heads[0](mfeat, return_logits=False)
-        f1 = mask_heads[1](mfeat, f0, return_logits=False)
-        want2 = mask_heads[2](mfeat, f1, return_feat=False)
-        assert torch.allclose(head.mask_forward(2, feats, rois, sem_feat), want2, atol=1e-5)
+        f0 = mask_heads[0].forward_feat(mfeat)
+        f1 = mask_heads[1].forward_feat(mfeat, f0)
+        want2 = mask_heads[2](mfeat, f1)
+        (got2,) = head.mask_logits(feats, rois, sem_feat, [2])
+        assert torch.allclose(got2, want2, atol=1e-5)
         # test path: chain all three, mean of the sigmoids of the label's channel
         labels = torch.tensor([2, 0])
-        l0, g0 = mask_heads[0](mfeat)
-        l1, g1 = mask_heads[1](mfeat, g0)
-        l2, _ = mask_heads[2](mfeat, g1)
+        l0, l1, l2 = (m.logits_from_feat(f) for m, f in zip(mask_heads, (f0, f1, mask_heads[2].forward_feat(mfeat, f1))))
         idx = torch.arange(2)
         want = (l0.sigmoid()[idx, labels] + l1.sigmoid()[idx, labels] + l2.sigmoid()[idx, labels]) / 3
-        assert torch.allclose(head._mask_probs(feats, rois, labels, sem_feat), want, atol=1e-6)
+        assert torch.allclose(head.mask_probs(feats, rois, labels, sem_feat), want, atol=1e-6)
         dets = head.simple_test(feats, [torch.cat([rois[:, 1:], torch.ones(2, 1)], 1)], [META])
     assert dets[0].semantic_logits.shape == (5, 32, 48)
     assert dets[0].mask_probs.shape[1:] == (28, 28)

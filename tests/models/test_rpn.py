@@ -8,6 +8,7 @@ import torch
 from torchvision.ops import nms
 
 from nuimcli.models.rpn import RPNHead
+from nuimcli.models.settings import RPNTrainSettings
 
 
 def test_state_dict_names_and_order():
@@ -64,7 +65,9 @@ def test_nms_pre_per_level_and_max_per_img():
     # level 1 (stride 128): 32-px anchor at x = 128; level 0: 16-px anchors at x = 64, 192; y clipped at 0
     assert torch.allclose(props[:, :4], torch.tensor([[112.0, 0, 144, 16], [56, 0, 72, 8], [184, 0, 200, 8]]))
     # training mode uses the training limits
-    head.train_nms_pre, head.train_max_per_img = 1, 10
+    head.train_cfg = RPNTrainSettings(allowed_border=-1, pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
+                                      match_low_quality=True, num_samples=256, pos_fraction=0.5, loss_bbox="l1",
+                                      smooth_l1_beta=1.0, nms_pre=1, max_per_img=10)
     head.train()
     (train_props,) = head.get_proposals(cls, reg, [(1000, 1000)])
     assert torch.allclose(train_props[:, 4], torch.tensor([0.95, 0.9]))

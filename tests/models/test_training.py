@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from nuimcli.data.augment import collate, train_transform
+from nuimcli.data.structures import Batch, ImageMeta
 from nuimcli.models.build import build_model
+from nuimcli.models.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead
+from nuimcli.models.roi_heads.base import _drop_gt_proposals
+from nuimcli.models.settings import RoITestSettings
 from nuimcli.models.targets import SamplingResult
-from nuimcli.models.training import mask_head_loss, refine_proposals
 from nuimcli.presets import load_preset
 
 SMALL = [
@@ -21,7 +24,7 @@ SMALL = [
 ]
 
 
-def _batch(preset, n=2, seed=0):
+def _batch(preset, n=2, seed=0) -> Batch:
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(n):
@@ -37,11 +40,11 @@ def _batch(preset, n=2, seed=0):
         s = {"img": img, "bboxes": boxes, "labels": np.array([0, 3, 7]), "masks": masks, "semantic": sem,
              "file_name": f"{i}.jpg", "image_id": i}
         out = train_transform(s, preset.data, np.random.default_rng(seed * 10 + i))
-        out["img_meta"]["seed"] = seed * 10 + i
+        out.img_meta = out.img_meta.with_seed(seed * 10 + i)
         samples.append(out)
     batch = collate(samples)
     if not preset.model.semantic.enabled:
-        batch.pop("gt_semantic_seg", None)
+        batch.gt_semantic_seg = None
     return batch
 
 
@@ -96,8 +99,7 @@ def test_losses_replay_with_the_same_seeds():
     b = model.loss(_batch(preset))
     assert all(torch.equal(a[k], b[k]) for k in a)
     batch = _batch(preset)
-    for m in batch["img_metas"]:
-        m["seed"] += 1000
+    batch.img_metas = [m.with_seed(m.seed + 1000) for m in batch.img_metas]
     c = model.loss(batch)
     # Other anchors sampled (fewer than 512 RoIs exist here, so the R-CNN takes them all).
     assert not torch.equal(a["loss_rpn_cls"], c["loss_rpn_cls"])
@@ -126,7 +128,7 @@ def test_semantic_loss_ignores_label_zero():
     model = build_model(preset)
     model.train()
     batch = _batch(preset)
-    batch["gt_semantic_seg"].zero_()
+    batch.gt_semantic_seg.zero_()
     losses = model.loss(batch)
     assert float(losses["loss_semantic_seg"].detach()) == 0.0
     batch = _batch(preset)
@@ -144,16 +146,16 @@ def _sampling(pos_boxes, neg_boxes, pos_is_gt, gt_inds, labels):
 
 
 def test_refine_drops_gt_proposals_and_regresses():
-    from nuimcli.models.roi_heads import Shared2FCBBoxHead
-
     head = Shared2FCBBoxHead(in_channels=4, roi_feat_size=1, fc_out_channels=8, reg_class_agnostic=True)
+    roi_head = StandardRoIHead(head, None, test_cfg=RoITestSettings(score_thr=0.05, nms_iou=0.5, max_per_img=100,
+                                                                    mask_thr_binary=0.5))
     s = _sampling([[0, 0, 10, 10], [2, 2, 12, 12]], [[50, 50, 60, 60]], [1, 0], [0, 0], [3, 3])
     rois = torch.cat([torch.zeros(3, 1), s.bboxes], 1)
     labels = torch.tensor([3, 3, 10])
-    cls = torch.zeros(3, 11)
     deltas = torch.zeros(3, 4)
     deltas[:, 0] = 1.0  # shift right by 0.1 * width
-    out = refine_proposals(head, [s], rois, labels, cls, deltas, [{"img_shape": (100, 100)}])
+    meta = ImageMeta(ori_shape=(100, 100), img_shape=(100, 100), pad_shape=(128, 128), scale_factor=(1.0,) * 4)
+    out = _drop_gt_proposals(roi_head._regress(0, rois, labels, deltas, [meta], [3]), [s])
     assert len(out) == 1 and out[0].shape == (2, 4)  # the GT proposal is gone
     assert torch.allclose(out[0], torch.tensor([[3.0, 2, 13, 12], [51, 50, 61, 60]]))
 
@@ -164,6 +166,28 @@ def test_mask_loss_small_for_perfect_logits():
     s = _sampling([[16, 16, 48, 48]], [], [0], [0], [2])
     logits = torch.full((1, 10, 28, 28), -20.0)
     logits[0, 2, :, :14] = 20.0
-    assert float(mask_head_loss(logits, [s], [gt], 28)) < 1e-6
+    assert float(FCNMaskHead.loss(logits, [s], [gt], 28)) < 1e-6
     logits[0, 2] *= -1
-    assert float(mask_head_loss(logits, [s], [gt], 28)) > 10
+    assert float(FCNMaskHead.loss(logits, [s], [gt], 28)) > 10
+
+
+def test_forward_follows_the_training_flag():
+    torch.manual_seed(0)
+    preset = load_preset("mask-rcnn-r50-1x", SMALL)
+    model = build_model(preset).train()
+    batch = _batch(preset)
+    assert set(model(batch)) == EXPECTED["mask-rcnn-r50-1x"]
+    model.eval()
+    dets = model(batch.images, batch.img_metas)
+    assert len(dets) == 2 and dets[0].boxes.shape[1] == 4
+    with pytest.raises(ValueError, match="images, img_metas"):
+        model(batch)
+
+
+def test_heads_without_train_settings_refuse_to_train():
+    torch.manual_seed(0)
+    preset = load_preset("mask-rcnn-r50-1x", SMALL)
+    model = build_model(preset).train()
+    model.roi_head.train_cfg = None
+    with pytest.raises(ValueError, match="without train settings"):
+        model.loss(_batch(preset))
