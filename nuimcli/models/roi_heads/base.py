@@ -25,6 +25,7 @@ Random sampling draws from each image's generator
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -54,7 +55,7 @@ class GroundTruth:
     generators: Sequence[Optional[torch.Generator]]
 
 
-class RoIHead(nn.Module):
+class RoIHead(nn.Module, metaclass=abc.ABCMeta):
     """Base of :class:`StandardRoIHead`, :class:`CascadeRoIHead` and :class:`HybridTaskCascadeRoIHead`.
 
     A subclass registers its modules (mmdet's names) and defines :meth:`stage_bbox_head`,
@@ -84,33 +85,33 @@ class RoIHead(nn.Module):
 
     # ------------------------------------------------------------------ what a head defines
     @property
+    @abc.abstractmethod
     def with_mask(self) -> bool:
         """True when the head predicts masks."""
-        raise NotImplementedError
 
     @property
     def with_semantic(self) -> bool:
         """True when the head has HTC's semantic branch."""
         return False
 
+    @abc.abstractmethod
     def stage_bbox_head(self, stage: int) -> Shared2FCBBoxHead:
         """The box head of stage ``stage``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stage_mask_head(self, stage: int) -> FCNMaskHead:
         """The mask head of stage ``stage`` (only when :attr:`with_mask`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def bbox_forward(self, stage: int, feats: Sequence[Tensor], rois: Tensor,
                      semantic_feat: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Stage ``stage``: RoIs ``[N, 5]`` → (logits ``[N, C + 1]``, deltas ``[N, 4]`` or ``[N, 4C]``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mask_logits(self, feats: Sequence[Tensor], rois: Tensor, semantic_feat: Optional[Tensor],
                     stages: Sequence[int]) -> list[Tensor]:
         """Mask logits ``[N, C, 28, 28]`` of RoIs ``[N, 5]`` from the mask head of each of
         ``stages`` (ascending)."""
-        raise NotImplementedError
 
     def semantic_forward(self, feats: Sequence[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """(semantic logits, semantic feature) or (None, None) without a semantic head."""
