@@ -26,10 +26,28 @@ from nuimcli.errors import UserError
 INFERENCE_ONLY = "inference_only"
 
 
+#: bfloat16 autocast on CPU measured no faster than float32 with folded BN + channels-last
+#: (bench/infer.py, mask-rcnn-r50-1x at 1600x900, 2 threads, on an AVX512-BF16/AMX CPU; README),
+#: so ``--half`` on CPU is refused; a library caller may still pass ``half=torch.bfloat16``.
+CPU_HALF_OFFERED = False
+
+
 def half_dtype(device: torch.device | str) -> torch.dtype:
-    """The reduced precision ``--half`` means on ``device``: float16 on CUDA, bfloat16 on CPU
-    (float16 convolutions have no fast CPU kernels; bfloat16 ones do on CPUs with AVX512-BF16/AMX)."""
+    """The reduced precision for ``device``: float16 on CUDA, bfloat16 on CPU (float16
+    convolutions have no fast CPU kernels; bfloat16 ones do on CPUs with AVX512-BF16/AMX)."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def _autocast_dtype(half: bool | torch.dtype | None, device: torch.device) -> Optional[torch.dtype]:
+    """``half`` (False/None, True, or an explicit dtype) → the autocast dtype on ``device``, or None."""
+    if isinstance(half, torch.dtype):
+        return None if half == torch.float32 else half
+    if not half:
+        return None
+    if device.type == "cpu" and not CPU_HALF_OFFERED:
+        raise UserError("--half needs a CUDA device (float16): bfloat16 on this CPU measured no faster than "
+                        "float32 (see the README's inference section); drop --half or use --device cuda")
+    return half_dtype(device)
 
 
 def fold_conv_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
@@ -76,16 +94,18 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
-def prepare_for_inference(model: nn.Module, exact: bool = False, half: Optional[bool] = None,
+def prepare_for_inference(model: nn.Module, exact: bool = False, half: bool | torch.dtype | None = None,
                           copy_model: bool = True) -> nn.Module:
     """Return ``model`` ready for inference on its current device, in eval mode.
 
     Args:
         model: a :class:`~nuimcli.models.detector.Detector` (eval or train mode).
         exact: keep mmdet's bit-exact path (no folding, NCHW). Default: folded BN + channels-last.
-        half: run under autocast in reduced precision (float16 on CUDA, bfloat16 on CPU, see
-            :func:`half_dtype`); None or False: float32. Weights stay float32 (autocast casts per
-            op), so box decoding, NMS and mask pasting keep float32 where autocast says so.
+        half: True: run under autocast in float16 on CUDA (on CPU a :class:`UserError` while
+            :data:`CPU_HALF_OFFERED` is False); a ``torch.dtype``: autocast to that dtype on any
+            device (``torch.bfloat16`` on CPU, for benchmarks); None or False: float32. Weights
+            stay float32 (autocast casts per op), so NMS and box decoding keep float32 where
+            autocast says so.
         copy_model: fold into a deep copy (the caller's model, and any state_dict saved from it,
             stay unchanged). Pass False when the caller owns a freshly loaded model (``load``).
 
@@ -93,13 +113,17 @@ def prepare_for_inference(model: nn.Module, exact: bool = False, half: Optional[
         the prepared model (a copy unless ``copy_model`` is False). A folded model is marked
         ``inference_only``: ``train()`` and ``save_checkpoint`` refuse it.
     """
-    if getattr(model, INFERENCE_ONLY, False) and not exact:
-        return model  # already folded: folding twice would fold BN statistics that are gone
+    already = getattr(model, INFERENCE_ONLY, False)
+    if already and exact:
+        raise UserError("exact=True needs the unprepared model: this one has its BatchNorm folded already")
+    device = next(model.parameters()).device
+    dtype = _autocast_dtype(half, device)  # before the copy: a refused --half costs nothing
     if copy_model:
         model = copy.deepcopy(model)
     model.eval()
-    device = next(model.parameters()).device
-    model.autocast_dtype = half_dtype(device) if half else None
+    model.autocast_dtype = dtype
+    if already:
+        return model  # folded once: the BN statistics are gone, only the precision changes
     if exact:
         model.backbone.channels_last = False
         return model
