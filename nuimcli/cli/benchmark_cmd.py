@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from nuimcli.cli import EXACT_HELP, TRUST_HELP, app
+from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import stdout_console
 
@@ -26,7 +26,7 @@ def benchmark_cmd(
     repeat: int = typer.Option(5, "--repeat", min=1, help="Timed runs (latency: their median)."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed runs first."),
     exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
-    half: bool = typer.Option(False, "--half", help="float16 on CUDA."),
+    half: bool = typer.Option(False, "--half", help=HALF_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

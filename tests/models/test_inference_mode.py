@@ -99,15 +99,19 @@ def test_folded_model_refuses_training_and_saving(tiny, tmp_path):
         prepare_for_inference(fast, exact=True)
 
 
-def test_half_on_cpu_is_refused_but_bfloat16_can_be_asked_for(tiny):
-    with pytest.raises(UserError, match="--half needs a CUDA device"):
-        prepare_for_inference(tiny, half=True)
-    bf = prepare_for_inference(tiny, half=torch.bfloat16)
+def test_half_on_cpu_is_bfloat16_and_can_be_refused(tiny, monkeypatch):
+    from nuimcli.models import inference_mode
+
+    bf = prepare_for_inference(tiny, half=True)
     assert bf.autocast_dtype == torch.bfloat16
     img = synthetic_image(160, 96, 3)
     p = bf.predict([img])[0]
     assert p.boxes.dtype == np.float32 and p.scores.dtype == np.float32 and p.masks.dtype == bool
     assert len(p) > 0
+    monkeypatch.setattr(inference_mode, "CPU_HALF_OFFERED", False)
+    with pytest.raises(UserError, match="--half needs a CUDA device"):
+        prepare_for_inference(tiny, half=True)
+    assert prepare_for_inference(tiny, half=torch.bfloat16).autocast_dtype == torch.bfloat16  # explicit: allowed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
