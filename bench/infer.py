@@ -15,7 +15,7 @@ round (so load from other processes hits every model alike); peak RSS is measure
 a fresh subprocess (one single-image and one batch-2 prediction).
 
     python bench/infer.py                       # R-50 Mask R-CNN vs torchvision, + cascade, HTC
-    python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:cl
+    python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:exact
 
 A preset name alone runs our default (fast) inference mode, as ``nuim predict`` / ``nuimcli.load()``
 do (``prepare_for_inference``: BatchNorm folded into the convolutions, channels-last); ``:exact``
