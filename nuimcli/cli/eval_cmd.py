@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nuimcli.cli import TRUST_HELP, app
+from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
 from nuimcli.errors import UserError
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import err_console, stdout_console
@@ -81,6 +81,8 @@ def eval_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
+    half: bool = typer.Option(False, "--half", help=HALF_HELP),
 ) -> None:
     """COCO box and mask AP (AP50, AP75, S/M/L, AR@100, per class) of a checkpoint on the val split.
 
@@ -113,7 +115,7 @@ def eval_cmd(
     else:
         got = evaluate_checkpoint(checkpoint, ann, data_root, preset=preset, reference_compat=reference_compat,
                                   batch_size=batch_size, device=device, gpus=gpus, threads=threads, seed=seed,
-                                  trust_checkpoint=trust_checkpoint)
+                                  trust_checkpoint=trust_checkpoint, exact=exact, half=half)
         if got is None:  # a non-zero rank under torchrun
             return
         doc, results = got

@@ -342,13 +342,16 @@ def predict_checkpoint(
     threads: Optional[int] = None,
     seed: int = 0,
     trust_checkpoint: bool = False,
+    exact: bool = False,
+    half: bool = False,
 ) -> tuple[Any, list[PredictItem]]:
     """The library entry point of ``nuim predict``: load the model (``checkpoint`` a file, URL or
     zoo name; None: ``preset``'s released file, or the best released one) and run
     :func:`predict_files`. Returns ``(model, items)``.
 
     Nothing readable among ``inputs``, or ``show_semantic`` for a model without a semantic head,
-    is a :class:`UserError` raised before any prediction.
+    is a :class:`UserError` raised before any prediction. ``exact`` / ``half``: see
+    :func:`nuimcli.models.inference_mode.prepare_for_inference`.
     """
     import nuimcli
     from nuimcli.utils.device import resolve_device
@@ -362,7 +365,8 @@ def predict_checkpoint(
                         "give image files, folders or glob patterns")
     if checkpoint is None:
         checkpoint, preset = _released_file(preset), None
-    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint,
+                         exact=exact, half=half)
     if show_semantic and not model.has_semantic_head:
         raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")
