@@ -42,7 +42,6 @@ PR_IOUS: tuple[str, ...] = ("0.5", "0.75", "0.5:0.95")
 #: The 101 recall points of COCOeval.
 RECALL = np.linspace(0.0, 1.0, 101)
 
-
 def similar_names(name: str) -> tuple[str, ...]:
     """The other classes of ``name``'s group in :data:`SIMILAR_GROUPS` (empty for an unknown name)."""
     for g in SIMILAR_GROUPS:
@@ -50,13 +49,11 @@ def similar_names(name: str) -> tuple[str, ...]:
             return tuple(n for n in g if n != name)
     return ()
 
-
 def _prepare(gt: dict | str, reference_compat: bool) -> tuple[dict, list[dict]]:
     gt = load_ground_truth(gt)
     # Same id handling as the AP tables (see coco_metrics), so the curves match those numbers.
     gt = shifted_ground_truth(gt) if not reference_compat else {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
     return gt, evaluated_categories(gt)
-
 
 def _run(gt: dict, results: Sequence[dict], iou_type: str, cat_ids: list[int], iou_thrs: Sequence[float] | None,
          max_dets: Sequence[int]) -> np.ndarray:
@@ -77,14 +74,11 @@ def _run(gt: dict, results: Sequence[dict], iou_type: str, cat_ids: list[int], i
         ev.accumulate()
     return np.asarray(ev.eval["precision"])
 
-
 def _curve(p: np.ndarray) -> list[float] | None:
     """A precision curve over the 101 recall points; None when the class has no ground truth."""
     if (p < 0).all():
         return None
     return [float(v) for v in np.where(p < 0, 0.0, p)]
-
-
 
 def pr_curves(results: Sequence[dict], gt: dict | str, iou_type: str, reference_compat: bool = False) -> dict[str, Any]:
     """Per-class precision at the 101 recall points, for IoU 0.5, 0.75 and the mean over 0.50:0.95.
@@ -109,7 +103,6 @@ def pr_curves(results: Sequence[dict], gt: dict | str, iou_type: str, reference_
         entry["AP"] = float(valid.mean()) if valid.size else None
         out["classes"][str(c.get("name", c["id"]))] = entry
     return out
-
 
 def error_analysis(results: Sequence[dict], gt: dict | str, iou_type: str,
                    reference_compat: bool = False) -> dict[str, Any]:
