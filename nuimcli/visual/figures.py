@@ -139,8 +139,9 @@ def errors_figure(err: dict[str, Any], path: str | os.PathLike, title: str) -> P
 
 
 def curves_figure(runs: Sequence[tuple[str, dict[str, list[tuple[float, float]]]]], path: str | os.PathLike,
-                  title: str = "training curves") -> Path:
-    """Training curves: one panel per key, one line per run. ``runs`` = [(run name, {key: [(x, y)]})]."""
+                  title: str = "training curves", smoothed: bool = False) -> Path:
+    """Training curves: one panel per key, one line per run. ``runs`` = [(run name, {key: [(x, y)]})];
+    ``smoothed`` marks the loss panels as smoothed."""
     plt = _plt()
     keys: list[str] = []
     for _, series in runs:
@@ -153,7 +154,7 @@ def curves_figure(runs: Sequence[tuple[str, dict[str, list[tuple[float, float]]]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, lw=1.3, label=name)
-        ax.set_title(key, fontsize=9)
+        ax.set_title(key + (" (smoothed)" if smoothed and "loss" in key else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("epoch", fontsize=8)
