@@ -176,6 +176,33 @@ def write_show_dir(results: Sequence[dict], gt: dict | str | os.PathLike, data_r
     return records
 
 
+def draw_val_predictions(model: Any, ann_file: str | os.PathLike, data_root: str | os.PathLike, n: int = 3,
+                         score_thr: float = 0.3) -> list[tuple[str, np.ndarray]]:
+    """The first ``n`` images of ``ann_file`` with ``model``'s detections scoring >= ``score_thr``
+    drawn (ground truth left, prediction right, as ``--show-dir``): ``[(file stem, BGR image)]``.
+    ``model`` has ``predict(list_of_BGR_arrays) -> list[Prediction]``."""
+    import torch
+
+    from nuimcli.data.transforms import load_image
+    from nuimcli.engine.coco_metrics import evaluated_categories
+    from nuimcli.visual.draw import draw_predictions, side_by_side
+
+    g = load_ground_truth(str(ann_file))
+    label_of = {c["id"]: k for k, c in enumerate(sorted(evaluated_categories(g), key=lambda c: c["id"]))}
+    out = []
+    for im in g["images"][: max(0, n)]:
+        img = load_image(Path(data_root) / im["file_name"])
+        with torch.no_grad():
+            (pred,) = model.predict([img])
+        keep = np.asarray(pred.scores) >= score_thr
+        anns = [a for a in g["annotations"] if a["image_id"] == im["id"]]
+        gb, gl, gm = _instances(anns, img.shape[0], img.shape[1], label_of)
+        right = draw_predictions(img, np.asarray(pred.boxes)[keep], np.asarray(pred.scores)[keep],
+                                 np.asarray(pred.labels)[keep], None if pred.masks is None else pred.masks[keep])
+        out.append((Path(im["file_name"]).stem, side_by_side(draw_predictions(img, gb, None, gl, gm), right)))
+    return out
+
+
 class _Null:
     def __enter__(self) -> None:
         return None

@@ -476,8 +476,26 @@ class Trainer:
             self.evaluations.append(record)
             self.logs.write(record, scalars="val", step=self.global_iter, skip=("epoch", "global_iter"))
             self.log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+            self.logs.val_epoch(metrics, self.epoch)
+            if self.logs.tensorboard_on:
+                self._val_pictures()
             train_checkpoints.update_best(self, metrics)
         barrier()
+
+
+    def _val_pictures(self, n: int = 3) -> None:
+        """A few val images with the model's detections drawn, to TensorBoard (main process)."""
+        from nuimcli.engine.diagnostics import draw_val_predictions
+
+        inner = self.model if hasattr(self.model, "predict") else getattr(self.model, "module", self.model)
+        if not hasattr(inner, "predict"):
+            return  # a stand-in model without inference (tests)
+        inner.eval()
+        try:
+            pictures = draw_val_predictions(inner, self.val_ann, self.opts.data_root, n=n)
+        finally:
+            inner.train()
+        self.logs.images(pictures, self.global_iter)
 
 
 def _clean_worker_errors(loader):
