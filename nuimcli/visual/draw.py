@@ -58,11 +58,13 @@ def draw_predictions(
     classes: Sequence[str] = CLASSES,
     mask_alpha: float = 0.5,
     semantic_alpha: float = 0.4,
+    texts: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
     """Draw detections on a copy of ``image`` (BGR uint8 ``[H, W, 3]``) and return it.
 
     ``boxes`` [N, 4] x1, y1, x2, y2; ``scores`` [N] (None for ground truth: tags show the class
-    name only); ``labels`` [N]; ``masks`` bool [N, H, W] or
+    name only); ``labels`` [N]; ``texts`` [N] replaces the tags (e.g. class and attributes);
+    ``masks`` bool [N, H, W] or
     None; ``semantic`` uint8 [H, W] label map (0 = background, not drawn) or None. Masks are
     blended at ``mask_alpha`` in the class colour (lowest score first, so the best detection
     is on top), then boxes, then the ``"<class> <score>"`` tags so no mask covers a tag.
@@ -96,7 +98,10 @@ def draw_predictions(
     for i in order:
         lab = int(labels[i])
         name = classes[lab] if 0 <= lab < len(classes) else str(lab)
-        text = name if scores is None else f"{name} {float(scores[i]):.2f}"
+        if texts is not None:
+            text = texts[i]
+        else:
+            text = name if scores is None else f"{name} {float(scores[i]):.2f}"
         (tw, th), base = cv2.getTextSize(text, font, scale, 1)
         x1, y1 = int(round(float(boxes[i][0]))), int(round(float(boxes[i][1])))
         x1 = min(max(x1, 0), max(w - tw - 2, 0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -161,6 +161,85 @@ def curves_figure(runs: Sequence[tuple[str, dict[str, list[tuple[float, float]]]
         if len(runs) > 1:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _edge_labels(edges: Sequence[Optional[float]]) -> list[str]:
+    def f(v: Optional[float]) -> str:
+        if v is None:
+            return "inf"
+        return f"{int(v) // 1000}k" if v >= 10000 else f"{int(v)}"
+
+    return [f"{f(a)}-{f(b)}" if b is not None else f">{f(a)}" for a, b in zip(edges, edges[1:])]
+
+
+def stats_figure(doc: dict[str, Any], path: str | os.PathLike, title: str) -> Path:
+    """The panels of ``nuim stats`` (from :func:`nuimcli.analysis.stats.split_stats`, with
+    ``ap_per_camera`` under ``doc["ap_per_camera"]`` when there): objects per class, objects per
+    image, box sizes, mask areas, attributes per class or null masks, AP per camera."""
+    plt = _plt()
+    panels = ["classes", "per_image", "box", "area"]
+    if doc.get("attributes_per_class"):
+        panels.append("attributes")
+    if doc.get("null_masks") is not None:
+        panels.append("null")
+    if doc.get("ap_per_camera"):
+        panels.append("cameras")
+    rows, cols = _grid(len(panels), 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, kind in zip(axes.flat, panels):
+        ax.tick_params(labelsize=7)
+        # Counts are whole numbers: no 0.25 ticks on a small split.
+        (ax.yaxis if kind in ("per_image", "box", "area") else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+        if kind == "classes":
+            names = list(doc["objects_per_class"])
+            ax.barh(names, [doc["objects_per_class"][n] for n in names],
+                    color=[class_color_rgb01(_label_of(n)) for n in names])
+            ax.invert_yaxis()
+            ax.set_title(f"objects per class ({doc['objects']} in {doc['images']} images)", fontsize=9)
+        elif kind == "per_image":
+            h = doc["objects_per_image"]["histogram"]
+            ax.bar(range(len(h)), h, color="0.4")
+            ax.set_xlabel("objects in an image", fontsize=8)
+            ax.set_title(f"objects per image (mean {doc['objects_per_image']['mean']:.1f})", fontsize=9)
+        elif kind in ("box", "area"):
+            d = doc["box_size"] if kind == "box" else doc["mask_area"]
+            labels = _edge_labels(d["edges"])
+            ax.bar(range(len(labels)), d["histogram"], color="0.4")
+            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+            ax.set_title("box size sqrt(w·h), px" if kind == "box" else "mask area, px²", fontsize=9)
+        elif kind == "attributes":
+            per = doc["attributes_per_class"]
+            attrs = sorted({a for c in per.values() for a in c})
+            cmap = plt.get_cmap("tab20")
+            left = np.zeros(len(per))
+            for k, a in enumerate(attrs):
+                vals = np.array([per[c].get(a, 0) for c in per], np.float64)
+                ax.barh(list(per), vals, left=left, color=cmap(k % 20), label=a)  # full name: "moving" is both vehicle.* and pedestrian.*
+                left += vals
+            ax.invert_yaxis()
+            ax.legend(fontsize=6, loc="lower right", ncol=2)
+            ax.set_title("attributes per class", fontsize=9)
+        elif kind == "null":
+            names = list(doc["null_masks"])
+            ax.barh(names, [doc["null_masks"][n] for n in names], color=[class_color_rgb01(_label_of(n)) for n in names])
+            ax.invert_yaxis()
+            ax.set_title("key-frame objects with a null mask (not converted)", fontsize=9)
+        else:
+            cams = doc["ap_per_camera"]
+            names = list(cams)
+            x = np.arange(len(names))
+            for off, key, lab in ((-0.2, "bbox_AP", "box AP"), (0.2, "segm_AP", "mask AP")):
+                ax.bar(x + off, [100 * (cams[c][key] or 0) for c in names], width=0.4, label=lab)
+            ax.set_xticks(x, [c.replace("CAM_", "") for c in names], rotation=45, ha="right")
+            ax.legend(fontsize=7)
+            ax.set_title("AP per camera (%)", fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
