@@ -133,6 +133,7 @@ def _register_commands() -> None:
     from nuimcli.cli import demo_cmd  # noqa: F401
     from nuimcli.cli import eval_cmd, predict_cmd  # noqa: F401
     from nuimcli.cli import benchmark_cmd  # noqa: F401
+    from nuimcli.cli import browse_cmd, plot_cmd, stats_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
