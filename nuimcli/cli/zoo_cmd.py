@@ -1,8 +1,9 @@
-"""``nuim zoo``: list, download, check and locate the released nuImages checkpoints."""
+"""``nuim zoo``: list, download, check and locate the released nuImages checkpoints; extract a backbone."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nuimcli import download, zoo
-from nuimcli.cli import app
+from nuimcli.cli import TRUST_HELP, app
 from nuimcli.cli.interrupt import on_interrupt
 from nuimcli.download import DownloadError
 from nuimcli.errors import EXIT_PARTIAL, PartialFailure, UserError
@@ -171,3 +172,32 @@ def path_command(name: str = typer.Argument(..., metavar="NAME", help="Zoo name,
                           highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
     print(entry.path)
+
+
+@zoo_app.command("extract")
+def extract_command(
+    model: str = typer.Argument(..., metavar="MODEL", help="Checkpoint: zoo name, file or URL."),
+    parts: str = typer.Option("backbone", "--parts", help="Comma-separated: backbone, neck. One part: its own "
+                              "keys (conv1.weight, layer1.0.conv1.weight, ...). Several: each keeps its name "
+                              "(backbone.conv1.weight, neck.lateral_convs.0.conv.weight, ...)."),
+    prefix: str = typer.Option("", "--prefix", help="Put this before every key, e.g. img_backbone. for a model "
+                               "that reads the whole file with load_from."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.pth)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset of the checkpoint, when the file cannot "
+                                         "tell (a foreign mmdet file)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write a model's backbone (and neck) weights as {'meta', 'state_dict'}: the file a BEV model's
+    init_cfg=dict(type='Pretrained', checkpoint=FILE) loads (or, with --prefix, its load_from)."""
+    from nuimcli.engine.extract import extract_parts, parse_parts
+
+    chosen = parse_parts(parts)
+    result = extract_parts(model, chosen, out, prefix=prefix, preset=preset, trust=trust_checkpoint)
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    stdout_console().print(
+        escape(f"wrote {result.out}: {' + '.join(result.parts)} of {result.preset} ({result.num_tensors} tensors, "
+               f"{result.num_params / 1e6:.2f} M values); keys like {', '.join(result.first_keys)}"),
+        highlight=False, soft_wrap=True)
