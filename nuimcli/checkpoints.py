@@ -151,7 +151,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``{'meta', 'state_dict'[, 'optimizer'][, **extra]}`` atomically (temp file + rename).
 
-    ``meta`` gets mmdet's ``CLASSES`` (so mmdet names the labels), ``nuim_preset`` and
+    ``meta`` gets mmdet's ``CLASSES`` and ``dataset_meta.classes`` (so mmdet 2.x and 3.x name the
+    labels), ``nuim_preset`` and
     ``nuim_preset_config`` (the resolved preset dict) on top of what the caller passes
     (e.g. ``epoch``, ``iter`` as mmcv writes them). ``extra`` adds top-level entries for
     resuming (scheduler, AMP scaler, ...). Tensors are moved to CPU. Returns the path.
@@ -166,7 +167,9 @@ def save_checkpoint(
     full_meta: dict[str, Any] = {
         "nuimcli_version": __version__,
         "time": time.asctime(),
+        # the class list both ways mmdet reads it: 2.x ``meta['CLASSES']``, 3.x ``meta['dataset_meta']``
         "CLASSES": tuple(preset.data.classes),
+        "dataset_meta": {"classes": tuple(preset.data.classes)},
     }
     full_meta.update(dict(meta or {}))
     full_meta["nuim_preset"] = preset.name
@@ -207,21 +210,42 @@ def preset_for_checkpoint(
     :class:`UserError` asking for ``--preset`` (keys alone never decide: pytorch- and caffe-style
     R-50 are indistinguishable). ``checkpoint`` (already read) avoids reading the file twice.
     """
+    ckpt = checkpoint if checkpoint is not None else (load_checkpoint(path) if not preset_name else None)
+    meta = (ckpt or {}).get("meta") or {}
     if preset_name:
-        return load_preset(preset_name)
-    ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
-    meta = ckpt.get("meta") or {}
+        return _with_meta_classes(load_preset(preset_name), meta, path)
     config = meta.get("nuim_preset_config")
     if isinstance(config, Mapping):
         return preset_from_dict(dict(config), f"{path} (meta.nuim_preset_config)")
     h8 = sha256_file(path)[:8]
     preset = released_preset_for_hash(h8)
     if preset is not None:
-        return preset
+        return preset  # its classes are the preset's: the released files' meta is not relied on
     raise UserError(
         f"{path}: not a nuimcli checkpoint and not a released file (sha256 {h8}...); "
         f"pass --preset NAME to say which model it holds (`nuim presets` lists them)"
     )
+
+
+def _with_meta_classes(preset: Preset, meta: Mapping[str, Any], path: Any) -> Preset:
+    """``preset`` with the class list a foreign file's meta records (mmdet's ``CLASSES`` /
+    ``dataset_meta.classes``), so that a model fine-tuned elsewhere on other classes builds with
+    its own heads and names; unchanged when the meta records none. The released files are
+    recognised by hash before this and keep their preset's list (see below)."""
+    from nuimcli.data.classes import checkpoint_classes, with_classes
+
+    classes = checkpoint_classes(meta)
+    if not classes or classes == list(preset.data.classes):
+        return preset
+    if preset.has_release and len(classes) == preset.model.num_classes:
+        # A released file reached by its zoo name comes here with its row's preset; what the
+        # released files' meta['CLASSES'] holds was never checked (reference/models.md), so the
+        # row's names stand when the count agrees.
+        return preset
+    try:
+        return with_classes(preset, classes)
+    except UserError as e:
+        raise UserError(f"{path}: meta classes do not fit preset '{preset.name}': {e}") from None
 
 
 def build_from_checkpoint(

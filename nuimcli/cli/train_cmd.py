@@ -1,4 +1,4 @@
-"""``nuim train PRESET``: train a preset on the converted nuImages data (argument parsing only)."""
+"""``nuim train PRESET``: train a preset on the converted nuImages data or your own COCO file (argument parsing only)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ def train_cmd(
                                                   "(repeatable), e.g. --set schedule.lr=0.01 --set data.samples_per_gpu=4."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run exactly: alone (or 'latest') "
                                          "the work dir's latest.pth, or a checkpoint path.", show_default=False),
-    load_from: Optional[str] = typer.Option(None, "--load-from", help="Start from a detector checkpoint (URL or "
-                                            "file, e.g. a COCO mmdet model); tensors of another shape are skipped."),
+    load_from: Optional[str] = typer.Option(None, "--load-from", help="Start from a detector checkpoint (zoo name, "
+                                            "URL or file, e.g. mask-rcnn-r50-1x); tensors of another shape are "
+                                            "skipped, and the class-dependent ones are re-initialised when the class "
+                                            "names differ (fine-tuning on your own classes)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Train these categories of the training file, by "
+                                          "name, in this order (e.g. car,pedestrian); the others are ignored. "
+                                          "Default: every category of the file."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Local backbone weights file instead of "
                                              "downloading preset.init.pretrained_url."),
     gpus: int = typer.Option(1, "--gpus", min=1, help="Processes on this machine (one per GPU; with --device cpu, "
@@ -60,13 +65,16 @@ def train_cmd(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP + " Applies to --resume, "
                                           "--load-from and --pretrained."),
 ) -> None:
-    """Train a preset (the mmdetection3d nuImages recipe), on CPU, one GPU or many (DDP)."""
+    """Train a preset (the mmdetection3d nuImages recipe), on CPU, one GPU or many (DDP); on nuImages or on any COCO instance-segmentation file with its own classes."""
     from nuimcli.engine import trainer
     from nuimcli.engine.train_checkpoints import kept_checkpoints
     from nuimcli.presets import load_preset
     from nuimcli.utils.paths import check_out_dir
 
+    from nuimcli.data.classes import parse_classes_option
+
     p = load_preset(preset, overrides or [])
+    class_list = parse_classes_option(classes)
     check_out_dir(work_dir or Path("work_dirs") / p.name, "--work-dir")
     opts = trainer.TrainOptions(
         work_dir=work_dir or Path("work_dirs") / p.name,
@@ -74,6 +82,7 @@ def train_cmd(
         device=device, seed=seed, amp=amp, threads=threads, max_iters=max_iters, resume=resume,
         load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
         workers=workers, evaluate=not no_eval, tensorboard=tensorboard, save_best=save_best, keep=keep, trust_checkpoint=trust_checkpoint,
+        classes=class_list,
     )
     argv = invocation(ctx)
     has_checkpoint = (opts.work_dir / "latest.pth").exists

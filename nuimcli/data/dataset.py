@@ -56,12 +56,9 @@ def _fail(path: Path, what: str) -> UserError:
     return UserError(f"{path}: not a COCO instances file: {what}")
 
 
-def load_coco_records(ann_file: str | Path, classes: Sequence[str]) -> tuple[list[ImageRecord], int]:
-    """Parse a COCO instances JSON into one :class:`ImageRecord` per image (no filtering yet).
-
-    Returns ``(records, num_skipped_annotations)``. Raises UserError naming ``ann_file`` when the
-    file is missing, not JSON, or lacks the COCO structure (images / annotations / categories).
-    """
+def read_coco_json(ann_file: str | Path) -> dict:
+    """Read a COCO instances JSON and check its top-level structure (images / annotations /
+    categories lists, category entries with ``id`` and ``name``). UserError naming the file else."""
     path = Path(ann_file)
     if not path.is_file():
         raise UserError(f"{path}: annotation file not found (run `nuim convert` or pass --train-ann)")
@@ -75,14 +72,34 @@ def load_coco_records(ann_file: str | Path, classes: Sequence[str]) -> tuple[lis
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise _fail(path, f"no '{key}' list")
+    for c in data["categories"]:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise _fail(path, f"category entry {c!r} lacks 'id'/'name'")
+    return data
+
+
+def load_coco_records(ann_file: str | Path, classes: Sequence[str], data: Optional[dict] = None,
+                      with_mask: bool = False) -> tuple[list[ImageRecord], int]:
+    """Parse a COCO instances JSON into one :class:`ImageRecord` per image (no filtering yet).
+
+    Returns ``(records, num_skipped_annotations)``. ``data``: the file already read by
+    :func:`read_coco_json`. Raises UserError naming ``ann_file`` when the file is missing, not
+    JSON, or lacks the COCO structure, and for what would silently train on wrong targets: an
+    annotation whose ``category_id`` is not in ``categories``, one on an image that is not
+    listed, and (``with_mask``) a kept annotation without a mask or with one that does not fit
+    its image (see :func:`check_segmentation`). Annotations of categories that are not among
+    ``classes`` are skipped, as mmdet does.
+    """
+    path = Path(ann_file)
+    if data is None:
+        data = read_coco_json(path)
 
     name_to_label = {n: i for i, n in enumerate(classes)}
     cat_to_label: dict[Any, int] = {}
     for c in data["categories"]:
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise _fail(path, f"category entry {c!r} lacks 'id'/'name'")
         if c["name"] in name_to_label:
             cat_to_label[c["id"]] = name_to_label[c["name"]]
+    known_cats = {c["id"] for c in data["categories"]}
 
     images: dict[Any, dict] = {}
     for im in data["images"]:
@@ -95,10 +112,14 @@ def load_coco_records(ann_file: str | Path, classes: Sequence[str]) -> tuple[lis
             raise _fail(path, f"annotation entry lacks one of image_id/category_id/bbox: {str(a)[:120]}")
         if a["image_id"] not in images:
             raise _fail(path, f"annotation {a.get('id')!r} refers to image_id {a['image_id']!r} that is not listed")
+        if a["category_id"] not in known_cats:
+            raise UserError(f"{path}: annotation {a.get('id')!r} has category_id {a['category_id']!r}, which is not "
+                            f"in 'categories' (ids {_ids_text(known_cats)})")
         anns_by_image.setdefault(a["image_id"], []).append(a)
 
     records: list[ImageRecord] = []
     skipped = 0
+    no_mask: list[Any] = []
     for img_id, im in images.items():
         w, h = int(im["width"]), int(im["height"])
         boxes, labels, segs = [], [], []
@@ -107,9 +128,15 @@ def load_coco_records(ann_file: str | Path, classes: Sequence[str]) -> tuple[lis
             if keep is None:
                 skipped += 1
                 continue
+            seg = a.get("segmentation")
+            if with_mask:
+                if not seg:
+                    no_mask.append(a.get("id"))
+                else:
+                    check_segmentation(seg, a.get("id"), im, path)
             boxes.append(keep[0])
             labels.append(keep[1])
-            segs.append(a.get("segmentation"))
+            segs.append(seg)
         records.append(
             ImageRecord(
                 image_id=img_id,
@@ -121,7 +148,43 @@ def load_coco_records(ann_file: str | Path, classes: Sequence[str]) -> tuple[lis
                 segmentations=segs,
             )
         )
+    if no_mask:
+        # Refused rather than trained box-only: every preset has a mask head, and an all-zero
+        # target would teach it to predict empty masks for these objects.
+        raise UserError(
+            f"{path}: {len(no_mask)} of the annotations used for training have no mask (annotation "
+            f"{no_mask[0]!r} has no 'segmentation'): the presets train instance masks, so each object "
+            f"needs a polygon or RLE mask (box-only training is not supported)")
     return records, skipped
+
+
+def _ids_text(ids: set) -> str:
+    shown = sorted(ids, key=str)[:10]
+    return ", ".join(map(str, shown)) + (" …" if len(ids) > 10 else "")
+
+
+def check_segmentation(seg: Any, ann_id: Any, image: dict, path: Path) -> None:
+    """UserError when a mask does not fit its image: an RLE whose ``size`` is not the image's
+    ``[height, width]``, or a polygon with a point more than 1 px outside the image (polygon
+    tools put border points at x = width, so that much is allowed), or a malformed mask."""
+    w, h = int(image["width"]), int(image["height"])
+    where = f"{path}: annotation {ann_id!r} (image {image['id']!r}, {w}x{h})"
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or "counts" not in seg:
+            raise UserError(f"{where}: RLE mask needs 'size' [height, width] and 'counts'")
+        if [int(size[0]), int(size[1])] != [h, w]:
+            raise UserError(f"{where}: RLE mask is {int(size[1])}x{int(size[0])}, not the image's {w}x{h}")
+        return
+    if not isinstance(seg, list) or not all(isinstance(p, (list, tuple)) for p in seg):
+        raise UserError(f"{where}: segmentation must be a list of polygons [[x1, y1, x2, y2, ...], ...] or an RLE object")
+    for poly in seg:
+        if len(poly) < 6 or len(poly) % 2:
+            raise UserError(f"{where}: a polygon needs at least 3 points as x, y pairs, got {len(poly)} numbers")
+        xs, ys = np.asarray(poly[0::2], np.float64), np.asarray(poly[1::2], np.float64)
+        if xs.min() < -1 or xs.max() > w + 1 or ys.min() < -1 or ys.max() > h + 1:
+            raise UserError(f"{where}: polygon reaches ({xs.min():g}..{xs.max():g}, {ys.min():g}..{ys.max():g}), "
+                            f"outside the image")
 
 
 def _parse_annotation(a: dict, w: int, h: int, cat_to_label: dict, path: Path) -> Optional[tuple[list[float], int]]:
@@ -259,22 +322,29 @@ def build_train_dataset(
     preset: Preset,
     semantic_root: Optional[str | Path] = None,
     check_files: bool = True,
+    data: Optional[dict] = None,
 ) -> TrainDataset:
     """Load, filter and check a training split.
 
     ``semantic_root`` is required (and checked) when the preset has HTC's semantic head.
+    ``data``: the annotation file already read (:func:`read_coco_json`).
     Raises UserError for a missing/non-COCO annotation file, listed images that are not on
     disk, missing semantic PNGs, or a split left empty by the filtering.
     """
-    records, _ = load_coco_records(ann_file, preset.data.classes)
+    records, _ = load_coco_records(ann_file, preset.data.classes, data=data, with_mask=True)
     kept = filter_train_records(records)
     if not kept:
         raise UserError(
             f"{ann_file}: no training image left: {len(records)} images, none with an annotation of "
             f"the {len(preset.data.classes)} classes and a side >= {MIN_SIZE}px")
     with_semantic = bool(preset.model.semantic.enabled)
-    if with_semantic and semantic_root is None:
-        raise UserError("this preset trains a semantic head: a folder of semantic PNGs is needed")
+    if with_semantic and (semantic_root is None or not Path(semantic_root).is_dir()):
+        # Refused rather than trained without the semantic loss: that model exists as its own
+        # preset, whose checkpoints then say what they hold.
+        where = f" ({semantic_root} is not a folder)" if semantic_root is not None else ""
+        raise UserError(
+            f"preset '{preset.name}' trains HTC's semantic head, which needs semantic label PNGs (`nuim convert` "
+            f"writes them for nuImages){where}; for data without them use htc-r50-nosemantic-1x")
     if check_files:
         require_files([Path(img_root) / r.file_name for r in kept], f"image listed in {ann_file}")
         if with_semantic:

@@ -30,7 +30,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -142,10 +142,13 @@ def load_ground_truth(path_or_dict: str | os.PathLike | dict) -> dict:
     return gt
 
 
-def evaluated_categories(gt: dict) -> list[dict]:
-    """The categories evaluated, sorted by id: those named like the 10 nuImages classes (as mmdet
-    picks ``cat_ids`` by ``CLASSES``), or every category when none of them is."""
+def evaluated_categories(gt: dict, classes: Optional[Sequence[str]] = None) -> list[dict]:
+    """The categories evaluated, sorted by id: those named in ``classes`` (the model's list, as
+    mmdet picks ``cat_ids`` by its classes); without ``classes``, those named like the 10 nuImages
+    classes, or every category when none of them is."""
     cats = sorted(gt["categories"], key=lambda c: c["id"])
+    if classes is not None:
+        return [c for c in cats if c.get("name") in set(classes)]
     named = [c for c in cats if c.get("name") in CLASSES]
     return named or cats
 
@@ -289,6 +292,7 @@ def evaluate_results(
     ground_truth: dict | str | os.PathLike,
     reference_compat: bool = False,
     iou_types: Iterable[str] = IOU_TYPES,
+    classes: Optional[Sequence[str]] = None,
 ) -> CocoMetrics:
     """COCO metrics of ``results`` (a COCO results list or a path to one) against ``ground_truth``.
 
@@ -296,7 +300,8 @@ def evaluate_results(
     ``segmentation`` (RLE). Box metrics need every entry to have a ``bbox``, mask metrics a
     ``segmentation``; an IoU type the results cannot support is skipped (``None``), and asking
     for none that they support is a :class:`UserError`. ``reference_compat`` evaluates the
-    annotation ids as they are (see the module docstring). The inputs are not modified.
+    annotation ids as they are (see the module docstring). ``classes``: evaluate the categories of
+    these names (the model's classes; see :func:`evaluated_categories`). The inputs are not modified.
     """
     from faster_coco_eval import COCO
 
@@ -317,7 +322,7 @@ def evaluate_results(
         gt = shifted_ground_truth(gt)
     else:  # shallow copies: the evaluator writes into annotation dicts
         gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
-    cats = evaluated_categories(gt)
+    cats = evaluated_categories(gt, classes)
     cat_ids = [c["id"] for c in cats]
     cat_names = {c["id"]: str(c.get("name", c["id"])) for c in cats}
     img_ids = sorted(img["id"] for img in gt["images"])

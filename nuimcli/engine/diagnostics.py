@@ -136,7 +136,9 @@ def write_show_dir(results: Sequence[dict], gt: dict | str | os.PathLike, data_r
 
     g = load_ground_truth(gt if isinstance(gt, dict) else str(gt))
     results = _with_boxes(results)
-    label_of = {c["id"]: k for k, c in enumerate(sorted(evaluated_categories(g), key=lambda c: c["id"]))}
+    cats = sorted(evaluated_categories(g), key=lambda c: c["id"])
+    label_of = {c["id"]: k for k, c in enumerate(cats)}
+    names = [str(c.get("name", c["id"])) for c in cats]  # the file's names, whatever its classes
     by_img_gt: dict[int, list[dict]] = {}
     for a in g["annotations"]:
         by_img_gt.setdefault(a["image_id"], []).append(a)
@@ -162,8 +164,8 @@ def write_show_dir(results: Sequence[dict], gt: dict | str | os.PathLike, data_r
             gb, gl, gm = _instances(by_img_gt.get(iid, []), h, w, label_of)
             db, dl, dm = _instances(by_img_dt.get(iid, []), h, w, label_of)
             scores = np.array([r["score"] for r in by_img_dt.get(iid, [])], np.float64)
-            left = draw_predictions(img, gb, None, gl, gm)
-            right = draw_predictions(img, db, scores, dl, dm)
+            left = draw_predictions(img, gb, None, gl, gm, classes=names)
+            right = draw_predictions(img, db, scores, dl, dm, classes=names)
             pic = side_by_side(left, right, ("ground truth", f"prediction (score >= {score_thr}): {fp} FP, {fn} FN"))
             name = f"{rank:03d}_{Path(im['file_name']).stem}.jpg"
             with atomic_path(out / name) as tmp:
@@ -188,7 +190,9 @@ def draw_val_predictions(model: Any, ann_file: str | os.PathLike, data_root: str
     from nuimcli.visual.draw import draw_predictions, side_by_side
 
     g = load_ground_truth(str(ann_file))
-    label_of = {c["id"]: k for k, c in enumerate(sorted(evaluated_categories(g), key=lambda c: c["id"]))}
+    classes = list(getattr(model, "classes", None) or [c["name"] for c in sorted(evaluated_categories(g), key=lambda c: c["id"])])
+    # ground truth labelled by the model's class names, so both sides share names and colours
+    label_of = {c["id"]: classes.index(c["name"]) for c in g["categories"] if c.get("name") in classes}
     out = []
     for im in g["images"][: max(0, n)]:
         img = load_image(Path(data_root) / im["file_name"])
@@ -198,8 +202,10 @@ def draw_val_predictions(model: Any, ann_file: str | os.PathLike, data_root: str
         anns = [a for a in g["annotations"] if a["image_id"] == im["id"]]
         gb, gl, gm = _instances(anns, img.shape[0], img.shape[1], label_of)
         right = draw_predictions(img, np.asarray(pred.boxes)[keep], np.asarray(pred.scores)[keep],
-                                 np.asarray(pred.labels)[keep], None if pred.masks is None else pred.masks[keep])
-        out.append((Path(im["file_name"]).stem, side_by_side(draw_predictions(img, gb, None, gl, gm), right)))
+                                 np.asarray(pred.labels)[keep], None if pred.masks is None else pred.masks[keep],
+                                 classes=classes)
+        out.append((Path(im["file_name"]).stem,
+                    side_by_side(draw_predictions(img, gb, None, gl, gm, classes=classes), right)))
     return out
 
 

@@ -39,17 +39,27 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return rle
 
 
-def category_ids_for_labels(gt: dict, where: str = "annotation file") -> list[int]:
-    """``ids[label]`` = the id of the GT category named ``CLASSES[label]`` (mmdet's ``cat_ids``).
+def category_ids_for_labels(gt: dict, where: str = "annotation file", classes: Sequence[str] = CLASSES) -> list[int]:
+    """``ids[label]`` = the id of the GT category named ``classes[label]`` (mmdet's ``cat_ids``).
 
-    The converter numbers them 0..9 in class order, so this is the identity there; a file
-    lacking one of the 10 class names is a :class:`UserError`.
+    ``classes``: the model's class list (its checkpoint's meta). The converter numbers the 10
+    nuImages classes 0..9 in class order, so there this is the identity; a file lacking one of
+    the names is a :class:`UserError`.
     """
     by_name = {c.get("name"): c["id"] for c in gt["categories"]}
-    missing = [n for n in CLASSES if n not in by_name]
+    missing = [n for n in classes if n not in by_name]
     if missing:
-        raise UserError(f"{where}: has no category named {', '.join(missing)} (not a nuImages COCO file?)")
-    return [by_name[n] for n in CLASSES]
+        hint = " (not a nuImages COCO file?)" if list(classes) == list(CLASSES) else \
+            f" (the model's classes: {', '.join(classes)})"
+        raise UserError(f"{where}: has no category named {', '.join(missing)}{hint}")
+    return [by_name[n] for n in classes]
+
+
+def model_classes(model: Any) -> Sequence[str]:
+    """The class names of ``model`` (a :class:`~nuimcli.models.detector.Detector`, maybe wrapped),
+    the 10 nuImages classes for a stand-in without them."""
+    inner = model if hasattr(model, "classes") else getattr(model, "module", model)
+    return tuple(getattr(inner, "classes", CLASSES))
 
 
 def prediction_to_coco(pred: Any, image_id: int, cat_ids: Sequence[int]) -> list[dict]:
@@ -201,7 +211,8 @@ def evaluate_model(
     with ``predict(list_of_BGR_arrays, batch_size) -> list[Prediction]``); under an initialised
     ``torch.distributed`` (and ``distributed``) every rank must call it, see :func:`infer_results`."""
     gt = load_ground_truth(ann_file)
-    cat_ids = category_ids_for_labels(gt, f"annotation file {ann_file}")
+    classes = model_classes(model)
+    cat_ids = category_ids_for_labels(gt, f"annotation file {ann_file}", classes)
     results = infer_results(model, gt["images"], data_root, cat_ids, batch_size=batch_size, progress=progress,
                             distributed=distributed)
     rank, _ = _dist_info(distributed)
@@ -211,20 +222,21 @@ def evaluate_model(
         from nuimcli.utils.progress import err_console
 
         with err_console.status(f"COCO metrics on {len(results)} detections …"):
-            metrics = evaluate_results(results, gt, reference_compat=reference_compat)
+            metrics = evaluate_results(results, gt, reference_compat=reference_compat, classes=classes)
     else:
-        metrics = evaluate_results(results, gt, reference_compat=reference_compat)
+        metrics = evaluate_results(results, gt, reference_compat=reference_compat, classes=classes)
     return EvalOutput(metrics=metrics, results=results)
 
 
-def check_eval_inputs(ann_file: str | os.PathLike, data_root: str | os.PathLike) -> int:
+def check_eval_inputs(ann_file: str | os.PathLike, data_root: str | os.PathLike,
+                      classes: Sequence[str] = CLASSES) -> int:
     """Fail now, with a :class:`UserError`, on what evaluation would only trip over at its end:
-    an annotation file that is not a nuImages COCO file, or listed images missing under
-    ``data_root``. Returns the number of images."""
+    an annotation file without a category for each of ``classes``, or listed images missing
+    under ``data_root``. Returns the number of images."""
     from nuimcli.data.dataset import require_files
 
     gt = load_ground_truth(ann_file)
-    category_ids_for_labels(gt, f"annotation file {ann_file}")
+    category_ids_for_labels(gt, f"annotation file {ann_file}", classes)
     require_files([Path(data_root) / im["file_name"] for im in gt["images"]], f"image listed in {ann_file}")
     return len(gt["images"])
 

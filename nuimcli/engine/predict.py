@@ -174,6 +174,7 @@ def predict_files(
 
     if not 0.0 <= score_thr <= 1.0:
         raise UserError(f"--score-thr {score_thr}: must be between 0 and 1")
+    classes = tuple(getattr(model, "classes", CLASSES))  # the checkpoint's class names
     out = Path(out_dir)
     files, failed = expand_inputs(inputs)
     if not files and not failed:
@@ -199,20 +200,20 @@ def predict_files(
                 with torch.no_grad():
                     preds = model.predict(arrays, batch_size=batch_size)
                 for i, img, pred in zip(ok_idx, arrays, preds):
-                    _write_one(items[i], files[i], stems[i], out, img, pred, score_thr, show_semantic)
+                    _write_one(items[i], files[i], stems[i], out, img, pred, score_thr, show_semantic, classes)
             bar.update(task, advance=len(chunk))
     return items + failed
 
 
 def _write_one(item: PredictItem, src: Path, stem: str, out: Path, img: np.ndarray, pred: Any,
-               score_thr: float, show_semantic: bool) -> None:
+               score_thr: float, show_semantic: bool, classes: Sequence[str] = CLASSES) -> None:
     h, w = img.shape[:2]
     keep = np.asarray(pred.scores) >= score_thr
-    dets = detection_records(pred, keep)
+    dets = detection_records(pred, keep, classes)
     picture = draw_predictions(
         img, pred.boxes[keep], pred.scores[keep], pred.labels[keep],
         masks=None if pred.masks is None else pred.masks[keep],
-        semantic=pred.semantic if show_semantic else None,
+        semantic=pred.semantic if show_semantic else None, classes=classes,
     )
     jpg, js = out / f"{stem}.jpg", out / f"{stem}.json"
     _write_jpeg(jpg, picture)

@@ -13,7 +13,7 @@ import contextlib
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,8 +57,9 @@ def set_rng_state(state: dict) -> None:
 
 def init_weights(t: "Trainer") -> None:
     """A fresh run's starting weights: the ImageNet backbone (``--pretrained`` or the preset's
-    URL), then a ``load_from`` detector (tensors of another shape are left as initialised)."""
-    from nuimcli.checkpoints import load_backbone_pretrained, load_partial
+    URL), then a ``load_from`` detector (tensors of another shape, and the class-dependent ones
+    when the class names differ, are left as initialised: :mod:`nuimcli.engine.load_from`)."""
+    from nuimcli.checkpoints import load_backbone_pretrained
 
     init = t.preset.init
     source = t.opts.pretrained or init.pretrained_url
@@ -68,20 +69,24 @@ def init_weights(t: "Trainer") -> None:
         t.log(f"backbone initialised from {path} ({report.counts()} keys)")
     load_from = t.opts.load_from or init.load_from
     if load_from:
-        path = _fetch(t, load_from, "load_from detector", "--load-from PATH (a local file)")
-        report = load_partial(t.model, path, trust=t.opts.trust_checkpoint)
-        skipped = report.skipped
-        t.log(f"weights loaded from {path}" + (f"; {len(skipped)} tensors of a different shape or "
-                                               f"missing were left at their initial values" if skipped else ""))
+        from nuimcli.engine.load_from import load_from as load_detector_weights
+
+        found = _fetch(t, load_from, "load_from detector", "--load-from PATH (a local file)", resolved=True)
+        report = load_detector_weights(t.model, found, t.preset.data.classes, trust=t.opts.trust_checkpoint)
+        t.load_from_report = report
+        for line in report.lines():
+            t.log(line)
 
 
-def _fetch(t: "Trainer", spec: str, what: str, hint: str) -> Path:
-    """A local path, a URL or a zoo name as a local file (downloaded once per node)."""
+def _fetch(t: "Trainer", spec: str, what: str, hint: str, resolved: bool = False) -> Any:
+    """A local path, a URL or a zoo name as a local file (downloaded once per node); with
+    ``resolved``, the whole :class:`~nuimcli.zoo.Resolved` (the zoo name too)."""
     from nuimcli.download import DownloadError
     from nuimcli.engine.resolve import resolve
 
     try:
-        return resolve(spec, progress=t.opts.progress, what=what).path
+        found = resolve(spec, progress=t.opts.progress, what=what)
+        return found if resolved else found.path
     except DownloadError as e:  # training cannot start: bad input (exit 2), with the way around it
         raise UserError(f"{e} — or pass {hint}") from None
 

@@ -36,6 +36,7 @@ import torch
 import yaml
 from torch import nn
 
+from nuimcli import CLASSES
 from nuimcli.engine import train_checkpoints
 from nuimcli.data.structures import Batch
 from nuimcli.engine.distributed import World, barrier, reduce_mean
@@ -81,6 +82,7 @@ class TrainOptions:
     save_best: Optional[str] = None  #: keep best.pth by this val metric (bbox_mAP or segm_mAP)
     keep: Optional[int] = None  #: keep only the newest N epoch_K.pth files
     trust_checkpoint: bool = False  #: read resume / load_from / pretrained files holding Python objects
+    classes: Optional[list[str]] = None  #: --classes: train these categories of the file (default: all of them)
     check_files: bool = True
     callbacks: list = field(default_factory=list)  #: fn(trainer, log_vars) after every iteration
 
@@ -219,19 +221,26 @@ class Trainer:
                             "<data-root>/annotations/nuimages_v1.0-val.json) and no --no-eval")
         if opts.keep is not None and opts.keep < 1:
             raise UserError(f"--keep {opts.keep}: keep at least 1 epoch checkpoint")
+        self.semantic_root = Path(opts.semantic_root) if opts.semantic_root else paths["semantic_root"]
+
+        if self._dataset is None:
+            from nuimcli.data.classes import selection_of, training_classes, with_classes
+            from nuimcli.data.dataset import build_train_dataset, read_coco_json
+
+            coco = read_coco_json(self.train_ann)
+            # The class list comes from the training file (or --classes) before the model is
+            # built: its size decides the heads' shapes, and every checkpoint records it.
+            classes = training_classes(coco["categories"], selection_of(preset, opts.classes), str(self.train_ann))
+            self.preset = preset = with_classes(preset, classes)
+            self._dataset = build_train_dataset(self.train_ann, opts.data_root, preset, data=coco,
+                                                semantic_root=self.semantic_root, check_files=opts.check_files)
+            del coco
+        self.dataset = self._dataset
         if opts.evaluate and self.val_ann is not None and self.world.is_main:
             # checked now rather than after the first epoch, which may be hours away
             from nuimcli.engine.evaluate import check_eval_inputs
 
-            check_eval_inputs(self.val_ann, opts.data_root)
-        self.semantic_root = Path(opts.semantic_root) if opts.semantic_root else paths["semantic_root"]
-
-        if self._dataset is None:
-            from nuimcli.data.dataset import build_train_dataset
-
-            self._dataset = build_train_dataset(self.train_ann, opts.data_root, preset,
-                                                semantic_root=self.semantic_root, check_files=opts.check_files)
-        self.dataset = self._dataset
+            check_eval_inputs(self.val_ann, opts.data_root, preset.data.classes)
 
         from nuimcli.data.sampler import GroupedBatchSampler
 
@@ -246,6 +255,9 @@ class Trainer:
             from nuimcli.models.build import build_model
 
             self._model = build_model(preset)
+        elif getattr(self._model, "num_classes", preset.model.num_classes) != preset.model.num_classes:
+            raise ValueError(f"the model given has {self._model.num_classes} classes; the training file gives "
+                             f"{preset.model.num_classes} ({', '.join(preset.data.classes)})")
         self.model = self._model.to(self.device)
         self.model.train()
         self.wrapped: nn.Module = LossModule(self.model)
@@ -261,6 +273,7 @@ class Trainer:
             else:
                 self.amp_dtype = torch.bfloat16
 
+        self.load_from_report = None  # set by init_weights when a load_from file is used
         if not train_checkpoints.resume(self):
             train_checkpoints.init_weights(self)
         train_checkpoints.load_best(self)
@@ -282,12 +295,15 @@ class Trainer:
             "base_lr": preset.schedule.lr, "base_batch_size": preset.schedule.base_batch_size,
             "lr": self.base_lr, "lr_scaled": bool(opts.scale_lr), "train_images": len(self.dataset),
             "iters_per_epoch": self.iters_per_epoch, "seed": opts.seed, "resumed_at_iter": self.global_iter,
-            "device": str(self.device), "amp": bool(opts.amp),
+            "device": str(self.device), "amp": bool(opts.amp), "classes": list(preset.data.classes),
+            **({"load_from": self.load_from_report.to_dict()} if self.load_from_report is not None else {}),
         })
         how = ("scaled linearly" if opts.scale_lr else "not scaled (--no-scale-lr)")
         self.log(f"lr {self.base_lr:.6g} = {preset.schedule.lr:g} for {preset.schedule.base_batch_size} images, "
                  f"{how} to a total batch of {self.total_batch} ({self.world.size} process(es) × "
                  f"{self.samples_per_gpu}); {len(self.dataset)} training images, {self.iters_per_epoch} iterations/epoch")
+        if list(preset.data.classes) != list(CLASSES):
+            self.log(f"{len(preset.data.classes)} classes: {', '.join(preset.data.classes)}")
         if opts.tensorboard:
             self.logs.open_tensorboard()
 

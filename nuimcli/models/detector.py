@@ -98,6 +98,16 @@ class Detector(nn.Module):
             refuse_inference_only(self, "train")
         return super().train(mode)
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Label ``i``'s name: the preset's ``data.classes`` (a checkpoint's meta restores them);
+        without a preset, the 10 nuImages names for a 10-class model, else ``"0"``, ``"1"``, ..."""
+        if self.preset is not None:
+            return tuple(self.preset.data.classes)
+        from nuimcli import CLASSES
+
+        return tuple(CLASSES) if self.num_classes == len(CLASSES) else tuple(str(i) for i in range(self.num_classes))
+
     # ------------------------------------------------------------------ network pieces
     @property
     def has_semantic_head(self) -> bool:

@@ -164,19 +164,39 @@ def load_state_dict_strict(
     model.load_state_dict(sd, strict=True)
 
 
-def load_partial(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: Optional[str] = None) -> LoadReport:
+def class_dependent_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of ``model`` whose rows belong to its classes (box classifier and regressor,
+    mask logits of every stage), as each head declares them with ``class_dependent_params()``.
+
+    HTC's semantic head is not among them: its 32 outputs are nuImages stuff categories, not the
+    detection classes.
+    """
+    model = _unwrap(model)
+    keys: list[str] = []
+    for name, module in model.named_modules():
+        declare = getattr(module, "class_dependent_params", None)
+        if declare is None:
+            continue
+        for sub in declare():
+            keys.extend(f"{name}.{sub}.{k}" if name else f"{sub}.{k}" for k in getattr(module, sub).state_dict())
+    return keys
+
+
+def load_partial(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: Optional[str] = None,
+                 warn: bool = True) -> LoadReport:
     """Non-strict load, as mmcv's ``load_checkpoint(strict=False)`` (for ``load_from`` weights).
 
     Tensors whose shape differs from the model's (e.g. 81-class COCO classifiers) are skipped
     and left at their current values; missing and unexpected keys are tolerated. Logs one
-    warning with the report and returns it (``report.skipped`` = model keys not loaded).
+    warning with the report (unless ``warn`` is False: the caller reports) and returns it
+    (``report.skipped`` = model keys not loaded).
     """
     model = _unwrap(model)
     sd = normalise_state_dict(state_dict)
     report = compare_state_dict(model, sd)
     bad = {k for k, _, _ in report.mismatched}
     model.load_state_dict(OrderedDict((k, v) for k, v in sd.items() if k not in bad and k not in report.unexpected), strict=False)
-    if not report.ok:
+    if warn and not report.ok:
         log.warning("%spartial load: %s keys\n%s", f"{source}: " if source else "", report.counts(), report.summary())
     return report
 

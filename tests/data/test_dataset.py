@@ -53,7 +53,7 @@ def write_coco(root: Path, with_semantic: bool = False) -> Path:
     ann(0, 3, [10, 10, 10, 10], iscrowd=1)
     ann(0, 42, [10, 10, 10, 10])  # not one of the classes
     ann(2, 1, [10, 10, 10, 10], area=0)  # area <= 0: skipped, so image 2 has nothing usable
-    ann(3, 1, [10, 5, 10, 10])  # image too small (h = 20 < 32)
+    ann(3, 1, [10, 5, 10, 10], segmentation=[[10, 5, 20, 5, 20, 15, 10, 15]])  # image too small (h = 20 < 32)
     cats = [{"id": i, "name": n} for i, n in enumerate(CLASSES)] + [{"id": 42, "name": "animal"}]
     path = root / "annotations" / "nuimages_v1.0-train.json"
     path.parent.mkdir(parents=True, exist_ok=True)

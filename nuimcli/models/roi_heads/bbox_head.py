@@ -51,6 +51,11 @@ class Shared2FCBBoxHead(nn.Module):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
 
+    def class_dependent_params(self) -> tuple[str, ...]:
+        """Submodules whose outputs are per class (what means nothing under another class list):
+        ``fc_cls`` and, unless class-agnostic, ``fc_reg``."""
+        return ("fc_cls",) if self.reg_class_agnostic else ("fc_cls", "fc_reg")
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """RoI features ``[N, C, 7, 7]`` → (logits ``[N, num_classes + 1]``, deltas ``[N, 4]``
         or ``[N, 4 * num_classes]``)."""

@@ -38,6 +38,10 @@ class FCNMaskHead(nn.Module):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
 
+    def class_dependent_params(self) -> tuple[str, ...]:
+        """Submodules with one output per class: ``conv_logits`` (one mask map per class)."""
+        return ("conv_logits",)
+
     @property
     def mask_size(self) -> int:
         """Side of the predicted masks (``2 * roi_feat_size``)."""
