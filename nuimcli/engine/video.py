@@ -1,0 +1,369 @@
+"""Prediction on frame streams — video files, image sequences, nuImages sweeps — written as one
+annotated H.264 MP4 (optionally a GIF) plus a JSONL file with one line per frame.
+
+The work runs as a pipeline in bounded memory: a decode thread fills a small queue, the calling
+thread batches and predicts (torch releases the GIL), and a writer thread draws, encodes and
+writes JSONL lines, so decoding and encoding overlap inference. JSONL lines::
+
+    {"frame": i, "time": seconds, "source": ..., "detections": [... as in the per-image JSON]}
+
+plus ``"cut": true`` on the first frame of every snippet after the first (``--log``), ``"token"``,
+``"sample_token"`` and ``"timestamp_us"`` for nuImages frames, and ``"error"`` (no detections,
+not in the video) for an image that could not be read. An unfinished run ends with one trailer
+line, ``{"partial": true, ...}`` (Ctrl-C) or ``{"truncated": true, "broke_at_frame": k, ...}``.
+Tracking identities across frames is not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import cv2
+import numpy as np
+
+from nuimcli.engine.predict import detection_records, draw_predictions
+from nuimcli.errors import Interrupted, UserError
+from nuimcli.media.video import VideoReader, VideoTruncated, VideoWriter
+
+#: Seconds a worker waits on a queue before looking at the stop flag again.
+_POLL = 0.1
+#: Frames a snippet's first frames carry the "cut" banner in the video.
+CUT_BANNER_FRAMES = 3
+
+
+@dataclass
+class Frame:
+    """One frame to predict: running index, time in seconds, image (None: unreadable) and extras."""
+
+    index: int
+    time: float
+    image: Optional[np.ndarray]
+    source: str
+    extra: dict = field(default_factory=dict)
+    cut: bool = False
+    error: Optional[str] = None
+
+
+@dataclass
+class StreamResult:
+    """What one stream produced (the CLI's table and ``--json`` row)."""
+
+    source: str
+    video_out: str = ""
+    jsonl_out: str = ""
+    gif_out: Optional[str] = None
+    frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    num_detections: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    failed_frames: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    truncated: Optional[str] = None
+    ok: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def video_frames(reader: VideoReader) -> Iterator[Frame]:
+    """Frames of an open video (``VideoTruncated`` passes through after the last good one)."""
+    for i, t, img in reader:
+        yield Frame(i, t, img, reader.path)
+
+
+def image_frames(paths: Iterable[Path], fps: float, extras: Optional[list[dict]] = None,
+                 times: Optional[list[float]] = None, cuts: Optional[list[bool]] = None) -> Iterator[Frame]:
+    """Frames read from image files in the given order; an unreadable file becomes a Frame with
+    ``error`` set (reported, not encoded)."""
+    from nuimcli.engine.predict import _read_image
+
+    for i, p in enumerate(paths):
+        t = times[i] if times is not None else i / fps
+        ex = extras[i] if extras is not None else {}
+        cut = bool(cuts[i]) if cuts is not None else False
+        try:
+            yield Frame(i, t, _read_image(p), str(p), ex, cut)
+        except ValueError as e:
+            yield Frame(i, t, None, str(p), ex, cut, error=str(e))
+
+
+def thin(frames: Iterable[Frame], every: int = 1, max_frames: Optional[int] = None) -> Iterator[Frame]:
+    """Every ``every``-th frame (indices 0, N, 2N, …), at most ``max_frames`` of them."""
+    kept = 0
+    for f in frames:
+        if max_frames is not None and kept >= max_frames:
+            return
+        if f.index % every == 0:
+            kept += 1
+            yield f
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class _Outputs:
+    """The MP4, GIF and JSONL being written, under temporary names until :meth:`finish`."""
+
+    def __init__(self, video_path: Path, fps: float, gif: bool) -> None:
+        self.video_path = video_path
+        self.dir = video_path.parent
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._tmps: dict[str, Path] = {}
+        self.writer = VideoWriter(self._tmp(".mp4"), fps)
+        self.gif = VideoWriter(self._tmp(".gif"), fps) if gif else None
+        self.jsonl = open(self._tmp(".jsonl"), "w", encoding="utf-8")
+
+    def _tmp(self, suffix: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.video_path.stem}.", suffix=suffix, dir=self.dir)
+        os.close(fd)
+        self._tmps[suffix] = Path(name)
+        return Path(name)
+
+    def final(self, suffix: str, partial: bool = False) -> Path:
+        """The name a file gets: ``NAME<suffix>`` or ``NAME.partial<suffix>``."""
+        return self.dir / f"{self.video_path.stem}{'.partial' if partial else ''}{suffix}"
+
+    def finish(self, partial: bool = False, trailer: Optional[dict] = None) -> dict[str, Path]:
+        """Close everything and rename the files onto their final (or ``.partial``) names."""
+        if trailer is not None:
+            self.jsonl.write(json.dumps(trailer) + "\n")
+        self.jsonl.close()
+        self.writer.close()
+        if self.gif is not None:
+            self.gif.close()
+        done = {}
+        for suffix, tmp in self._tmps.items():
+            dst = self.final(suffix, partial)
+            os.replace(tmp, dst)
+            done[suffix] = dst
+            if not partial:  # a finished run replaces what an interrupted one left
+                with contextlib.suppress(FileNotFoundError):
+                    self.final(suffix, True).unlink()
+        return done
+
+    def discard(self) -> None:
+        """Remove the temporary files (an error before any frame was written)."""
+        with contextlib.suppress(Exception):
+            self.jsonl.close()
+        for closer in (self.writer, self.gif):
+            with contextlib.suppress(Exception):
+                if closer is not None:
+                    closer.close()
+        for tmp in self._tmps.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _banner(image: np.ndarray, text: str) -> np.ndarray:
+    """A white frame and a black strip with ``text``: marks the first frames of a new snippet."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    cv2.rectangle(out, (0, 0), (w - 1, h - 1), (255, 255, 255), max(2, (h + w) // 300))
+    scale = max(0.4, (h + w) / 2500)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, h - th - base - 6), (min(w, tw + 8), h), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, h - base - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def predict_stream(
+    model: Any,
+    frames: Iterable[Frame],
+    video_out: str | os.PathLike,
+    fps: float,
+    source: str = "",
+    score_thr: float = 0.3,
+    batch_size: int = 2,
+    gif: bool = False,
+    total: Optional[int] = None,
+    progress: bool = True,
+    on_frame: Optional[Callable[[Frame, Any], None]] = None,
+) -> StreamResult:
+    """Predict ``frames`` and write ``video_out`` (H.264 MP4), ``<stem>.jsonl`` and, with ``gif``,
+    ``<stem>.gif`` next to it. Returns a :class:`StreamResult`.
+
+    Ctrl-C writes what is done as ``<stem>.partial.mp4`` / ``.partial.jsonl`` (playable; JSONL
+    with a ``partial`` trailer) and raises :class:`Interrupted`. A video whose decoding breaks
+    off keeps the frames before the break under the final names, with a ``truncated`` trailer,
+    and sets ``result.truncated``. ``on_frame(frame, prediction)`` is called per written frame.
+    """
+    from nuimcli.utils.progress import make_progress
+
+    video_out = Path(video_out)
+    result = StreamResult(source=source or str(video_out), fps=float(fps))
+    outputs = _Outputs(video_out, fps, gif)
+    stop = threading.Event()
+    q_in: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch_size))
+    q_out: queue.Queue = queue.Queue(maxsize=3)
+    errors: dict[str, BaseException] = {}
+    end = object()
+    classes: Counter = Counter()
+
+    def put(q: queue.Queue, item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for f in frames:
+                if not put(q_in, f):
+                    return
+        except BaseException as e:  # handed to the main thread, which decides what it means
+            errors["decode"] = e
+        put(q_in, end)
+
+    bar = make_progress("frame")
+    task = bar.add_task(Path(result.source).name[:40] or "predict", total=total)
+
+    def write() -> None:
+        try:
+            while True:
+                try:
+                    item = q_out.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                if item is end:
+                    return
+                for f, pred in item:
+                    line: dict[str, Any] = {"frame": f.index, "time": round(float(f.time), 6), "source": f.source,
+                                            **f.extra}
+                    if f.cut:
+                        line["cut"] = True
+                    if f.error is not None:
+                        line["error"] = f.error
+                        line["detections"] = []
+                        result.failed_frames.append(f"{f.source}: {f.error}")
+                    else:
+                        keep = np.asarray(pred.scores) >= score_thr
+                        dets = detection_records(pred, keep)
+                        line["detections"] = dets
+                        picture = draw_predictions(f.image, pred.boxes[keep], pred.scores[keep], pred.labels[keep],
+                                                   masks=None if pred.masks is None else pred.masks[keep])
+                        if f.extra.get("snippet_frame", CUT_BANNER_FRAMES) < CUT_BANNER_FRAMES:
+                            picture = _banner(picture, f"snippet {f.extra.get('snippet', 0) + 1}: "
+                                                       f"{f.extra.get('sample_token', '')[:12]}")
+                        outputs.writer.write(picture)
+                        if outputs.gif is not None:
+                            outputs.gif.write(picture)
+                        result.frames += 1
+                        result.height, result.width = f.image.shape[:2]
+                        result.num_detections += len(dets)
+                        classes.update(d["category"] for d in dets)
+                        if on_frame is not None:
+                            on_frame(f, pred)
+                    outputs.jsonl.write(json.dumps(line) + "\n")
+                bar.update(task, advance=len(item))
+        except BaseException as e:
+            errors["write"] = e
+            stop.set()
+
+    import torch
+
+    decoder = threading.Thread(target=decode, name="nuim-decode", daemon=True)
+    writer = threading.Thread(target=write, name="nuim-encode", daemon=True)
+    interrupted = False
+    with (bar if progress else contextlib.nullcontext()):
+        decoder.start()
+        writer.start()
+        try:
+            done = False
+            while not done and not stop.is_set():
+                batch: list[Frame] = []
+                while len(batch) < batch_size:
+                    try:
+                        f = q_in.get(timeout=_POLL)
+                    except queue.Empty:
+                        if stop.is_set():
+                            break
+                        continue
+                    if f is end:
+                        done = True
+                        break
+                    batch.append(f)
+                if not batch:
+                    continue
+                good = [f for f in batch if f.error is None]
+                with torch.no_grad():
+                    preds = iter(model.predict([f.image for f in good], batch_size=batch_size)) if good else iter(())
+                put(q_out, [(f, None if f.error else next(preds)) for f in batch])
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            stop_writer = interrupted or "write" in errors
+            if stop_writer:
+                stop.set()
+            else:
+                put(q_out, end)
+            stop.set() if interrupted else None
+            writer.join()
+            stop.set()
+            decoder.join(timeout=5)
+    if "write" in errors:
+        outputs.discard()
+        raise errors["write"]
+    result.classes = dict(classes.most_common())
+    if interrupted:
+        files = outputs.finish(partial=True, trailer={"partial": True, "frames_done": result.frames})
+        raise Interrupted(f"{files['.mp4']} and {files['.jsonl']} ({result.frames} frame(s), playable)",
+                          resumes=False, note="it predicts every frame again")
+    err = errors.get("decode")
+    trailer = None
+    if isinstance(err, VideoTruncated):
+        result.truncated, result.ok = str(err), False
+        trailer = {"truncated": True, "broke_at_frame": err.at_frame, "frames_stated": err.expected}
+    elif err is not None:
+        outputs.discard()
+        raise err
+    if result.frames == 0 and trailer is None:
+        outputs.discard()
+        raise UserError(f"{result.source}: no frame could be read")
+    if result.failed_frames:
+        result.ok = False
+    files = outputs.finish(trailer=trailer)
+    result.video_out, result.jsonl_out = str(files[".mp4"]), str(files[".jsonl"])
+    result.gif_out = str(files[".gif"]) if ".gif" in files else None
+    return result
+
+
+def predict_video(model: Any, path: str | os.PathLike, batch_size: int = 2) -> Iterator[tuple[int, float, Any]]:
+    """Python API: yield ``(frame index, seconds, Prediction)`` for every frame of a video file,
+    decoding one batch ahead of the model (nothing written). A truncated file raises
+    :class:`~nuimcli.media.video.VideoTruncated` after its last good frame."""
+    import torch
+
+    reader = VideoReader(path)
+    try:
+        batch: list[tuple[int, float, np.ndarray]] = []
+        for item in reader:
+            batch.append(item)
+            if len(batch) == batch_size:
+                with torch.no_grad():
+                    preds = model.predict([b[2] for b in batch], batch_size=batch_size)
+                yield from ((i, t, p) for (i, t, _), p in zip(batch, preds))
+                batch = []
+        if batch:
+            with torch.no_grad():
+                preds = model.predict([b[2] for b in batch], batch_size=batch_size)
+            yield from ((i, t, p) for (i, t, _), p in zip(batch, preds))
+    finally:
+        reader.close()
