@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -83,13 +83,34 @@ class VideoReader:
 
         n = 0
         fps = self.info.fps or 25.0
-        try:
-            for frame in self._container.decode(self._stream):
-                t = float(frame.time) if frame.time is not None else n / fps
-                yield n, t, frame.to_ndarray(format="bgr24")
+        broke: Optional[BaseException] = None
+
+        def frames_of(packet: Any) -> list:
+            return list(self._stream.codec_context.decode(packet))
+
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+                decoded = frames_of(packet)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                broke = e
+                break
+            for frame in decoded:
+                yield n, _seconds(frame, n, fps), frame.to_ndarray(format="bgr24")
                 n += 1
-        except av.error.FFmpegError as e:
-            raise VideoTruncated(self.path, n, self.info.frames, _reason(e)) from None
+        if broke is not None:
+            # The decoder still holds frames it had not handed out (reordering, frame threads):
+            # drain it so that every frame before the break is kept.
+            try:
+                for frame in frames_of(None):
+                    yield n, _seconds(frame, n, fps), frame.to_ndarray(format="bgr24")
+                    n += 1
+            except av.error.FFmpegError:
+                pass
+            raise VideoTruncated(self.path, n, self.info.frames, _reason(broke))
         if n == 0:
             raise UserError(f"{self.path}: no frame could be decoded")
         # Containers count frames exactly (MP4's sample table); a shortfall means a cut-off file.
@@ -101,9 +122,32 @@ class VideoReader:
         self._container.close()
 
 
+def _seconds(frame: Any, n: int, fps: float) -> float:
+    return float(frame.time) if frame.time is not None else n / fps
+
+
 def _reason(e: BaseException) -> str:
     text = getattr(e, "strerror", None) or str(e)
     return text.split(":")[-1].strip() if ":" in text and "Errno" in text else text
+
+
+#: H.264 encoders in order of preference: x264 (PyPI wheels of av), then Cisco's openh264 (some
+#: distribution builds of FFmpeg ship only that one).
+H264_ENCODERS = ("libx264", "libopenh264", "h264")
+
+
+def h264_encoder() -> str:
+    """The first H.264 encoder this PyAV build has (:class:`UserError` if none)."""
+    import av
+
+    for name in H264_ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # av raises UnknownCodecError (a ValueError) for an encoder it lacks
+            continue
+    raise UserError(f"this PyAV build (av {av.__version__}) has no H.264 encoder; install the PyPI wheel: "
+                    "pip install --force-reinstall av")
 
 
 def _even(image: np.ndarray) -> np.ndarray:
@@ -137,9 +181,11 @@ class VideoWriter:
             self._stream = self._container.add_stream("gif", rate=rate)
             self._stream.pix_fmt = "rgb8"
         else:
-            self._stream = self._container.add_stream("libx264", rate=rate)
+            codec = h264_encoder()
+            self._stream = self._container.add_stream(codec, rate=rate)
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+            if codec == "libx264":
+                self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self._size: Optional[tuple[int, int]] = None
         self.frames = 0
 
