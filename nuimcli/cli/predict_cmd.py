@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nuimcli.cli import TRUST_HELP, app
+from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
 from nuimcli.errors import PartialFailure, UserError
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import stdout_console
@@ -80,6 +80,9 @@ def predict_cmd(
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
     show_semantic: bool = typer.Option(False, "--show-semantic", help="Also paint HTC's semantic map "
                                        "(presets with a semantic head)."),
+    semantic: bool = typer.Option(False, "--semantic", help="Also save HTC's semantic map as a PNG in the devkit "
+                                  "index encoding of `nuim convert`'s semantic PNGs (<stem>_semantic.png; for "
+                                  "videos <name>_semantic/<frame>.png)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
@@ -99,6 +102,8 @@ def predict_cmd(
                                       "on --camera, one video."),
     camera: Optional[str] = typer.Option(None, "--camera", help="Camera channel for --log, e.g. CAM_FRONT."),
     json_out: bool = typer.Option(False, "--json", help="Videos and sequences: print the results as JSON."),
+    exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
+    half: bool = typer.Option(False, "--half", help=HALF_HELP),
 ) -> None:
     """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
 
@@ -116,7 +121,8 @@ def predict_cmd(
                            batch_size=batch_size, threads=threads, seed=seed, trust_checkpoint=trust_checkpoint,
                            gif=gif, every=every, max_frames=max_frames, fps=fps, as_video=as_video,
                            data_root=data_root, version=version, sample=sample, log=log, camera=camera,
-                           json_out=json_out)
+                           json_out=json_out, exact=exact, half=half, show_semantic=show_semantic,
+                           semantic=semantic)
     if not inputs:
         raise UserError("give image files, folders or glob patterns (or a video, or --data-root with --sample)")
     from nuimcli.cli.interrupt import on_interrupt
@@ -128,7 +134,8 @@ def predict_cmd(
                  note="it predicts every input again")
     model, items = predict_checkpoint(inputs, out, checkpoint=checkpoint, preset=preset, device=device,
                                       score_thr=score_thr, batch_size=batch_size, show_semantic=show_semantic,
-                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint)
+                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint, exact=exact, half=half,
+                                      semantic=semantic)
     render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", stdout_console())
     failed = [it for it in items if not it.ok]
     if failed:

@@ -16,7 +16,8 @@ def run_streams(inputs: Sequence[str], out: Path, *, checkpoint: Optional[str], 
                 score_thr: float, batch_size: int, threads: Optional[int], seed: int, trust_checkpoint: bool,
                 gif: bool, every: int, max_frames: Optional[int], fps: Optional[float], as_video: Optional[str],
                 data_root: Optional[str], version: str, sample: Optional[str], log: Optional[str],
-                camera: Optional[str], json_out: bool) -> None:
+                camera: Optional[str], json_out: bool, exact: bool = False, half: bool = False,
+                show_semantic: bool = False, semantic: bool = False) -> None:
     """The stream half of ``nuim predict``: predict, print the table (or JSON), raise
     :class:`PartialFailure` when a video was truncated or frames could not be read."""
     from nuimcli.cli.interrupt import on_interrupt
@@ -25,10 +26,12 @@ def run_streams(inputs: Sequence[str], out: Path, *, checkpoint: Optional[str], 
 
     on_interrupt(f"nothing under a final name in {out}", resumes=False, note="it predicts every frame again")
     opts = StreamOptions(score_thr=score_thr, batch_size=batch_size, gif=gif, every=every, max_frames=max_frames,
-                         fps=fps)
+                         fps=fps, show_semantic=show_semantic, semantic=semantic)
+    flags = [name for name, on in (("--show-semantic", show_semantic), ("--semantic", semantic)) if on]
     model, results = predict_streams(
         list(inputs), out, opts, as_video=as_video, data_root=data_root, version=version, sample=sample, log=log,
-        camera=camera, load=lambda: load_model(checkpoint, preset, device, threads, seed, trust_checkpoint))
+        camera=camera, load=lambda: load_model(checkpoint, preset, device, threads, seed, trust_checkpoint, exact=exact,
+                                half=half, semantic_flags=flags))
     if json_out:
         print(json.dumps({"preset": model.preset.name, "score_thr": score_thr,
                           "streams": [r.to_dict() for r in results]}, indent=1))
@@ -38,7 +41,8 @@ def run_streams(inputs: Sequence[str], out: Path, *, checkpoint: Optional[str], 
             table.add_column(col, justify="right" if col in ("frames", "fps", "detections") else "left")
         for r in results:
             classes = ", ".join(f"{k}×{v}" for k, v in list(r.classes.items())[:6]) or "—"
-            written = f"[green]{Path(r.video_out).name}[/] + .jsonl" + (" + .gif" if r.gif_out else "")
+            written = (f"[green]{Path(r.video_out).name}[/] + .jsonl" + (" + .gif" if r.gif_out else "")
+                       + (f" + {Path(r.semantic_dir).name}/" if r.semantic_dir else ""))
             if r.truncated:
                 written += f"\n[red]{r.truncated}[/]"
             table.add_row(r.source, str(r.frames), f"{r.fps:.3g}", f"{r.width}×{r.height}", str(r.num_detections),

@@ -28,6 +28,13 @@ class StreamOptions:
     max_frames: Optional[int] = None
     fps: Optional[float] = None
     progress: bool = True
+    show_semantic: bool = False  # paint HTC's semantic map into the frames
+    semantic: bool = False  # save it as <name>_semantic/<frame>.png (devkit index encoding)
+
+    def stream_kwargs(self) -> dict:
+        """The keyword arguments of :func:`predict_stream` these options set."""
+        return dict(score_thr=self.score_thr, batch_size=self.batch_size, gif=self.gif, progress=self.progress,
+                    show_semantic=self.show_semantic, semantic=self.semantic)
 
 
 def wants_streams(inputs: Sequence[str], as_video: Optional[str], data_root_mode: bool) -> bool:
@@ -69,8 +76,7 @@ def predict_video_file(model: Any, path: str, out_dir: Path, opts: StreamOptions
             if opts.max_frames:
                 total = min(total, opts.max_frames)
         return predict_stream(model, thin(video_frames(reader), opts.every, opts.max_frames), dst, fps,
-                              source=str(src), score_thr=opts.score_thr, batch_size=opts.batch_size,
-                              gif=opts.gif, total=total, progress=opts.progress)
+                              source=str(src), total=total, **opts.stream_kwargs())
     finally:
         reader.close()
 
@@ -91,8 +97,7 @@ def predict_image_sequence(model: Any, inputs: Sequence[str], name: str, out_dir
         files = files[: opts.max_frames]
     fps = opts.fps or DEFAULT_IMAGE_FPS / opts.every
     return predict_stream(model, image_frames(files, fps), out_dir / _check_name(name, "--as-video"), fps,
-                          source=", ".join(inputs[:3]), score_thr=opts.score_thr, batch_size=opts.batch_size,
-                          gif=opts.gif, total=len(files), progress=opts.progress)
+                          source=", ".join(inputs[:3]), total=len(files), **opts.stream_kwargs())
 
 
 def predict_nuimages(model: Any, data_root: str, version: str, out_dir: Path, opts: StreamOptions,
@@ -124,24 +129,21 @@ def predict_nuimages(model: Any, data_root: str, version: str, out_dir: Path, op
         model, image_frames([f.path for f in frames], fps, extras=extras,
                             times=[(f.timestamp_us - t0) / 1e6 for f in frames], cuts=cuts),
         out_dir / _check_name(name or default, "--as-video"), fps, source=f"{version}:{sample or f'{log}/{camera}'}",
-        score_thr=opts.score_thr, batch_size=opts.batch_size, gif=opts.gif, total=len(frames), progress=opts.progress)
+        total=len(frames), **opts.stream_kwargs())
     result.missing = seq.missing
     return result
 
 
 def load_model(checkpoint: Optional[str], preset: Optional[str], device: str, threads: Optional[int],
-               seed: int, trust_checkpoint: bool) -> Any:
-    """The model ``nuim predict`` runs (as for still images)."""
-    import nuimcli
-    from nuimcli.engine.predict import _released_file
-    from nuimcli.utils.device import resolve_device
-    from nuimcli.utils.seeding import setup_process
+               seed: int, trust_checkpoint: bool, exact: bool = False, half: bool = False,
+               semantic_flags: Sequence[str] = ()) -> Any:
+    """The model ``nuim predict`` runs, loaded exactly as for still images (fast inference by
+    default, ``exact`` / ``half`` as there); ``semantic_flags`` names the options given that need
+    a semantic head (refused with a one-line error on a preset without one)."""
+    from nuimcli.engine.predict import load_predict_model
 
-    device = resolve_device(device)
-    setup_process(threads, seed)
-    if checkpoint is None:
-        checkpoint, preset = _released_file(preset), None
-    return nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    return load_predict_model(checkpoint, preset, device, threads, seed, trust_checkpoint, exact=exact, half=half,
+                              semantic_flags=semantic_flags)
 
 
 def predict_streams(

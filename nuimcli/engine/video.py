@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections import Counter
@@ -30,14 +31,18 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from nuimcli.engine.predict import detection_records, draw_predictions
+from nuimcli.engine.predict import detection_records
+from nuimcli.engine.semantic import write_semantic_png
 from nuimcli.errors import Interrupted, UserError
 from nuimcli.media.video import VideoReader, VideoTruncated, VideoWriter
+from nuimcli.visual.draw import draw_predictions
 
 #: Seconds a worker waits on a queue before looking at the stop flag again.
 _POLL = 0.1
 #: Frames a snippet's first frames carry the "cut" banner in the video.
 CUT_BANNER_FRAMES = 3
+#: Folder of a stream's semantic PNGs: ``<stem>_semantic/``.
+SEMANTIC_SUFFIX = "_semantic"
 
 
 @dataclass
@@ -70,6 +75,7 @@ class StreamResult:
     failed_frames: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     truncated: Optional[str] = None
+    semantic_dir: Optional[str] = None
     ok: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,9 +123,10 @@ def thin(frames: Iterable[Frame], every: int = 1, max_frames: Optional[int] = No
 
 
 class _Outputs:
-    """The MP4, GIF and JSONL being written, under temporary names until :meth:`finish`."""
+    """The MP4, GIF, JSONL (and semantic PNG folder) being written, under temporary names until
+    :meth:`finish` renames them: nothing incomplete ever sits under a final name."""
 
-    def __init__(self, video_path: Path, fps: float, gif: bool) -> None:
+    def __init__(self, video_path: Path, fps: float, gif: bool, semantic: bool = False) -> None:
         self.video_path = video_path
         self.dir = video_path.parent
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +134,11 @@ class _Outputs:
         self.writer = VideoWriter(self._tmp(".mp4"), fps)
         self.gif = VideoWriter(self._tmp(".gif"), fps) if gif else None
         self.jsonl = open(self._tmp(".jsonl"), "w", encoding="utf-8")
+        self.semantic_dir: Optional[Path] = None
+        if semantic:
+            self.semantic_dir = Path(tempfile.mkdtemp(prefix=f".{video_path.stem}.", suffix=SEMANTIC_SUFFIX,
+                                                      dir=self.dir))
+            self._tmps[SEMANTIC_SUFFIX] = self.semantic_dir
 
     def _tmp(self, suffix: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{self.video_path.stem}.", suffix=suffix, dir=self.dir)
@@ -149,15 +161,23 @@ class _Outputs:
         done = {}
         for suffix, tmp in self._tmps.items():
             dst = self.final(suffix, partial)
+            if dst.is_dir():  # a folder cannot be replaced by a rename: the old one goes first
+                shutil.rmtree(dst)
             os.replace(tmp, dst)
+            if suffix == SEMANTIC_SUFFIX:
+                os.chmod(dst, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
             done[suffix] = dst
             if not partial:  # a finished run replaces what an interrupted one left
-                with contextlib.suppress(FileNotFoundError):
-                    self.final(suffix, True).unlink()
+                old = self.final(suffix, True)
+                if old.is_dir():
+                    shutil.rmtree(old)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        old.unlink()
         return done
 
     def discard(self) -> None:
-        """Remove the temporary files (an error before any frame was written)."""
+        """Remove the temporary files (an error before the run could finish)."""
         with contextlib.suppress(Exception):
             self.jsonl.close()
         for closer in (self.writer, self.gif):
@@ -165,8 +185,17 @@ class _Outputs:
                 if closer is not None:
                     closer.close()
         for tmp in self._tmps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _banner(image: np.ndarray, text: str) -> np.ndarray:
@@ -181,6 +210,89 @@ def _banner(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+class _Stop(Exception):
+    """Internal: a queue put gave up because the pipeline is being torn down."""
+
+
+class _Pipe:
+    """A bounded queue between two pipeline stages. ``put`` blocks while it is full but gives up
+    (raises :class:`_Stop`) once ``abort`` is set, so no thread waits forever on a consumer that
+    died; ``get`` likewise returns :data:`END` once ``abort`` is set."""
+
+    def __init__(self, maxsize: int, abort: threading.Event) -> None:
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.abort = abort
+
+    def put(self, item: Any) -> None:
+        while True:
+            if self.abort.is_set():
+                raise _Stop
+            try:
+                self.q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> Any:
+        while True:
+            if self.abort.is_set():
+                return END
+            try:
+                return self.q.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+
+
+#: The sentinel closing a pipe: no more items.
+END = object()
+
+
+class _FrameWriter:
+    """The encode stage: draws each predicted frame, encodes it (MP4, GIF), writes its JSONL line
+    and semantic PNG, and counts what the :class:`StreamResult` reports."""
+
+    def __init__(self, outputs: _Outputs, result: StreamResult, score_thr: float, show_semantic: bool,
+                 on_frame: Optional[Callable[[Frame, Any], None]]) -> None:
+        self.outputs, self.result = outputs, result
+        self.score_thr, self.show_semantic, self.on_frame = score_thr, show_semantic, on_frame
+        self.classes: Counter = Counter()
+
+    def write(self, f: Frame, pred: Any) -> None:
+        """One frame (``pred`` None for an unreadable one: a JSONL line with ``error``, no video frame)."""
+        line: dict[str, Any] = {"frame": f.index, "time": round(float(f.time), 6), "source": f.source, **f.extra}
+        if f.cut:
+            line["cut"] = True
+        if f.error is not None:
+            line["error"] = f.error
+            line["detections"] = []
+            self.result.failed_frames.append(f"{f.source}: {f.error}")
+        else:
+            keep = np.asarray(pred.scores) >= self.score_thr
+            dets = detection_records(pred, keep)
+            line["detections"] = dets
+            picture = draw_predictions(f.image, pred.boxes[keep], pred.scores[keep], pred.labels[keep],
+                                       masks=None if pred.masks is None else pred.masks[keep],
+                                       semantic=pred.semantic if self.show_semantic else None)
+            if f.extra.get("snippet_frame", CUT_BANNER_FRAMES) < CUT_BANNER_FRAMES:
+                picture = _banner(picture, f"snippet {f.extra.get('snippet', 0) + 1}: "
+                                           f"{f.extra.get('sample_token', '')[:12]}")
+            self.outputs.writer.write(picture)
+            if self.outputs.gif is not None:
+                self.outputs.gif.write(picture)
+            if self.outputs.semantic_dir is not None and pred.semantic is not None:
+                name = f"{f.index:06d}.png"
+                write_semantic_png(self.outputs.semantic_dir / name, pred.semantic)
+                line["semantic"] = f"{self.outputs.video_path.stem}{SEMANTIC_SUFFIX}/{name}"
+            r = self.result
+            r.frames += 1
+            r.height, r.width = f.image.shape[:2]
+            r.num_detections += len(dets)
+            self.classes.update(d["category"] for d in dets)
+            if self.on_frame is not None:
+                self.on_frame(f, pred)
+        self.outputs.jsonl.write(json.dumps(line) + "\n")
+
+
 def predict_stream(
     model: Any,
     frames: Iterable[Frame],
@@ -193,135 +305,102 @@ def predict_stream(
     total: Optional[int] = None,
     progress: bool = True,
     on_frame: Optional[Callable[[Frame, Any], None]] = None,
+    show_semantic: bool = False,
+    semantic: bool = False,
 ) -> StreamResult:
     """Predict ``frames`` and write ``video_out`` (H.264 MP4), ``<stem>.jsonl`` and, with ``gif``,
-    ``<stem>.gif`` next to it. Returns a :class:`StreamResult`.
+    ``<stem>.gif`` next to it; with ``semantic``, each frame's semantic map as
+    ``<stem>_semantic/<frame:06d>.png`` (see :mod:`nuimcli.engine.semantic`). Returns a
+    :class:`StreamResult`.
+
+    Three threads: decode (fills a bounded queue), this one (batches and predicts; torch releases
+    the GIL), encode (draws, encodes, writes). Every queue is bounded, so memory stays a few
+    batches whatever the video's length; every wait polls an abort flag, so no stage can block
+    forever on one that stopped; a worker's exception is re-raised here.
 
     Ctrl-C writes what is done as ``<stem>.partial.mp4`` / ``.partial.jsonl`` (playable; JSONL
     with a ``partial`` trailer) and raises :class:`Interrupted`. A video whose decoding breaks
     off keeps the frames before the break under the final names, with a ``truncated`` trailer,
     and sets ``result.truncated``. ``on_frame(frame, prediction)`` is called per written frame.
     """
+    import torch
+
     from nuimcli.utils.progress import make_progress
 
     video_out = Path(video_out)
     result = StreamResult(source=source or str(video_out), fps=float(fps))
-    outputs = _Outputs(video_out, fps, gif)
-    stop = threading.Event()
-    q_in: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch_size))
-    q_out: queue.Queue = queue.Queue(maxsize=3)
+    outputs = _Outputs(video_out, fps, gif, semantic)
+    writer = _FrameWriter(outputs, result, score_thr, show_semantic, on_frame)
+    abort = threading.Event()  # set: every stage stops at its next queue operation
+    to_model = _Pipe(max(4, 2 * batch_size), abort)
+    to_writer = _Pipe(3, abort)
     errors: dict[str, BaseException] = {}
-    end = object()
-    classes: Counter = Counter()
-
-    def put(q: queue.Queue, item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+    bar = make_progress("frame")
+    task = bar.add_task(Path(result.source).name[:40] or "predict", total=total)
 
     def decode() -> None:
         try:
             for f in frames:
-                if not put(q_in, f):
-                    return
+                to_model.put(f)
+        except _Stop:
+            return
         except BaseException as e:  # handed to the main thread, which decides what it means
             errors["decode"] = e
-        put(q_in, end)
+        with contextlib.suppress(_Stop):
+            to_model.put(END)
 
-    bar = make_progress("frame")
-    task = bar.add_task(Path(result.source).name[:40] or "predict", total=total)
-
-    def write() -> None:
+    def encode() -> None:
         try:
-            while True:
-                try:
-                    item = q_out.get(timeout=_POLL)
-                except queue.Empty:
-                    continue
-                if item is end:
-                    return
+            while (item := to_writer.get()) is not END:
                 for f, pred in item:
-                    line: dict[str, Any] = {"frame": f.index, "time": round(float(f.time), 6), "source": f.source,
-                                            **f.extra}
-                    if f.cut:
-                        line["cut"] = True
-                    if f.error is not None:
-                        line["error"] = f.error
-                        line["detections"] = []
-                        result.failed_frames.append(f"{f.source}: {f.error}")
-                    else:
-                        keep = np.asarray(pred.scores) >= score_thr
-                        dets = detection_records(pred, keep)
-                        line["detections"] = dets
-                        picture = draw_predictions(f.image, pred.boxes[keep], pred.scores[keep], pred.labels[keep],
-                                                   masks=None if pred.masks is None else pred.masks[keep])
-                        if f.extra.get("snippet_frame", CUT_BANNER_FRAMES) < CUT_BANNER_FRAMES:
-                            picture = _banner(picture, f"snippet {f.extra.get('snippet', 0) + 1}: "
-                                                       f"{f.extra.get('sample_token', '')[:12]}")
-                        outputs.writer.write(picture)
-                        if outputs.gif is not None:
-                            outputs.gif.write(picture)
-                        result.frames += 1
-                        result.height, result.width = f.image.shape[:2]
-                        result.num_detections += len(dets)
-                        classes.update(d["category"] for d in dets)
-                        if on_frame is not None:
-                            on_frame(f, pred)
-                    outputs.jsonl.write(json.dumps(line) + "\n")
+                    writer.write(f, pred)
                 bar.update(task, advance=len(item))
         except BaseException as e:
             errors["write"] = e
-            stop.set()
-
-    import torch
+            abort.set()
 
     decoder = threading.Thread(target=decode, name="nuim-decode", daemon=True)
-    writer = threading.Thread(target=write, name="nuim-encode", daemon=True)
+    encoder = threading.Thread(target=encode, name="nuim-encode", daemon=True)
     interrupted = False
     with (bar if progress else contextlib.nullcontext()):
         decoder.start()
-        writer.start()
+        encoder.start()
         try:
             done = False
-            while not done and not stop.is_set():
+            while not done:
                 batch: list[Frame] = []
                 while len(batch) < batch_size:
-                    try:
-                        f = q_in.get(timeout=_POLL)
-                    except queue.Empty:
-                        if stop.is_set():
-                            break
-                        continue
-                    if f is end:
+                    f = to_model.get()
+                    if f is END:
                         done = True
                         break
                     batch.append(f)
                 if not batch:
-                    continue
+                    break
                 good = [f for f in batch if f.error is None]
                 with torch.no_grad():
                     preds = iter(model.predict([f.image for f in good], batch_size=batch_size)) if good else iter(())
-                put(q_out, [(f, None if f.error else next(preds)) for f in batch])
+                to_writer.put([(f, None if f.error else next(preds)) for f in batch])
         except KeyboardInterrupt:
             interrupted = True
+        except _Stop:
+            pass  # the encoder failed: its error is raised below
+        except BaseException as e:
+            errors["predict"] = e
         finally:
-            stop_writer = interrupted or "write" in errors
-            if stop_writer:
-                stop.set()
-            else:
-                put(q_out, end)
-            stop.set() if interrupted else None
-            writer.join()
-            stop.set()
-            decoder.join(timeout=5)
-    if "write" in errors:
-        outputs.discard()
-        raise errors["write"]
-    result.classes = dict(classes.most_common())
+            # The encoder drains what was predicted (also after Ctrl-C: those frames make the
+            # partial video), then the decoder is told to stop.
+            if "write" not in errors:
+                with contextlib.suppress(_Stop):
+                    to_writer.put(END)
+            _join(encoder, abort)
+            abort.set()
+            _join(decoder, abort)
+    for stage in ("write", "predict"):
+        if stage in errors:
+            outputs.discard()
+            raise errors[stage]
+    result.classes = dict(writer.classes.most_common())
     if interrupted:
         files = outputs.finish(partial=True, trailer={"partial": True, "frames_done": result.frames})
         raise Interrupted(f"{files['.mp4']} and {files['.jsonl']} ({result.frames} frame(s), playable)",
@@ -342,7 +421,17 @@ def predict_stream(
     files = outputs.finish(trailer=trailer)
     result.video_out, result.jsonl_out = str(files[".mp4"]), str(files[".jsonl"])
     result.gif_out = str(files[".gif"]) if ".gif" in files else None
+    result.semantic_dir = str(files[SEMANTIC_SUFFIX]) if SEMANTIC_SUFFIX in files else None
     return result
+
+
+def _join(thread: threading.Thread, abort: threading.Event, patience: float = 60.0) -> None:
+    """Join a pipeline thread; one that does not finish within ``patience`` seconds (a stuck
+    decoder or encoder call) is abandoned (daemon) rather than hanging the command."""
+    thread.join(timeout=patience)
+    if thread.is_alive():
+        abort.set()
+        thread.join(timeout=5)
 
 
 def predict_video(model: Any, path: str | os.PathLike, batch_size: int = 2) -> Iterator[tuple[int, float, Any]]:

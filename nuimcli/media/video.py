@@ -172,6 +172,8 @@ class VideoWriter:
         if not fps or fps <= 0:
             raise UserError(f"frame rate {fps}: must be positive")
         self.path = str(path)
+        # FFmpeg opens the file itself and fails with a bare ENOENT on a missing folder.
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.gif = self.path.lower().endswith(".gif")
         rate = Fraction(fps).limit_denominator(1001)
         fmt = "gif" if self.gif else "mp4"
