@@ -85,3 +85,39 @@ class SemanticIoU:
             per_class[name] = float(tp[i] / union[i])
         miou = float(np.mean(list(per_class.values()))) if per_class else float("nan")
         return {"per_class": per_class, "mIoU": miou, "classes": len(per_class), "images": self.images}
+
+
+def index_names() -> dict[int, str]:
+    """Devkit semantic index → category name for the official 25 nuImages categories
+    (``name_to_index_mapping``: names sorted, 1..23, driveable surface 24, ego vehicle 31)."""
+    from nuimcli.data.nuimages import name_to_index_mapping
+    from nuimcli.synthetic.schema import CATEGORIES
+
+    return {i: n for n, i in name_to_index_mapping([{"name": n} for n, _ in CATEGORIES]).items()}
+
+
+class SemanticEval:
+    """The semantic part of ``nuim eval``: each image's predicted map against its ground-truth PNG
+    ``<root>/<file_name with jpg→png>`` (the layout ``nuim convert`` writes)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.iou = SemanticIoU()
+
+    def add(self, file_name: str, pred: np.ndarray) -> None:
+        """Count one image (its ground-truth PNG must exist: :class:`UserError` naming it)."""
+        from nuimcli.data.dataset import semantic_path
+
+        path = semantic_path(self.root, file_name)
+        if not path.is_file():
+            raise UserError(f"semantic PNG {path} does not exist (write it with `nuim convert`, or give --semantic-root)")
+        self.iou.add(read_semantic_png(path), pred)
+
+    def merge(self, confusions: list[np.ndarray], images: int) -> None:
+        """Replace the counts by the sum of every process's (distributed evaluation)."""
+        self.iou.confusion = np.sum(confusions, axis=0)
+        self.iou.images = images
+
+    def result(self) -> dict:
+        """:meth:`SemanticIoU.result` with category names, plus the folder compared against."""
+        return {**self.iou.result(index_names()), "semantic_root": str(self.root)}

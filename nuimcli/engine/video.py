@@ -434,25 +434,50 @@ def _join(thread: threading.Thread, abort: threading.Event, patience: float = 60
         thread.join(timeout=5)
 
 
-def predict_video(model: Any, path: str | os.PathLike, batch_size: int = 2) -> Iterator[tuple[int, float, Any]]:
-    """Python API: yield ``(frame index, seconds, Prediction)`` for every frame of a video file,
-    decoding one batch ahead of the model (nothing written). A truncated file raises
+def predict_video(model: Any, path: str | os.PathLike, batch_size: int = 2, every: int = 1,
+                  max_frames: Optional[int] = None) -> Iterator[tuple[int, float, Any]]:
+    """Python API: yield ``(frame index, seconds, Prediction)`` for the frames of a video file
+    (every ``every``-th, at most ``max_frames``), nothing written. A thread decodes into a
+    bounded queue while the model runs; stopping early (``break``, ``close()``) stops and joins
+    it. A file that cannot be opened raises :class:`UserError`; a truncated one raises
     :class:`~nuimcli.media.video.VideoTruncated` after its last good frame."""
     import torch
 
     reader = VideoReader(path)
+    abort = threading.Event()
+    pipe = _Pipe(max(4, 2 * batch_size), abort)
+    failure: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            for f in thin(video_frames(reader), every, max_frames):
+                pipe.put(f)
+        except _Stop:
+            return
+        except BaseException as e:  # re-raised in the consumer, after the frames before it
+            failure.append(e)
+        with contextlib.suppress(_Stop):
+            pipe.put(END)
+
+    thread = threading.Thread(target=decode, name="nuim-decode", daemon=True)
+    thread.start()
     try:
-        batch: list[tuple[int, float, np.ndarray]] = []
-        for item in reader:
-            batch.append(item)
-            if len(batch) == batch_size:
+        done = False
+        while not done:
+            batch: list[Frame] = []
+            while len(batch) < batch_size:
+                f = pipe.get()
+                if f is END:
+                    done = True
+                    break
+                batch.append(f)
+            if batch:
                 with torch.no_grad():
-                    preds = model.predict([b[2] for b in batch], batch_size=batch_size)
-                yield from ((i, t, p) for (i, t, _), p in zip(batch, preds))
-                batch = []
-        if batch:
-            with torch.no_grad():
-                preds = model.predict([b[2] for b in batch], batch_size=batch_size)
-            yield from ((i, t, p) for (i, t, _), p in zip(batch, preds))
+                    preds = model.predict([f.image for f in batch], batch_size=batch_size)
+                yield from ((f.index, f.time, p) for f, p in zip(batch, preds))
+        if failure:
+            raise failure[0]
     finally:
+        abort.set()
+        _join(thread, abort)
         reader.close()
