@@ -43,13 +43,15 @@ def square_x(image: np.ndarray) -> Optional[int]:
 class SquareFinder:
     """Detector stand-in with the :meth:`~nuimcli.models.detector.Detector.predict` interface:
     one 'car' (label 0, score 0.9) where the bright pixels are; ``calls`` counts predict calls;
-    ``interrupt_at`` raises KeyboardInterrupt on that call (1-based), as Ctrl-C would."""
+    ``interrupt_at`` raises KeyboardInterrupt on that call (1-based), as Ctrl-C would. With
+    ``semantic``, it stands in for HTC: a semantic map with index 24 (driveable surface) where
+    the bright pixels are, 0 elsewhere."""
 
-    def __init__(self, interrupt_at: Optional[int] = None) -> None:
+    def __init__(self, interrupt_at: Optional[int] = None, semantic: bool = False) -> None:
         from nuimcli.presets import load_preset
 
-        self.preset = load_preset("mask-rcnn-r18-tiny")
-        self.has_semantic_head = False
+        self.preset = load_preset("htc-r50-1x" if semantic else "mask-rcnn-r18-tiny")
+        self.has_semantic_head = semantic
         self.calls = 0
         self.interrupt_at = interrupt_at
 
@@ -62,12 +64,14 @@ class SquareFinder:
         out = []
         for img in images:
             bright = img.mean(-1) > 170
+            sem = np.where(bright, 24, 0).astype(np.uint8) if self.has_semantic_head else None
             ys, xs = np.nonzero(bright)
             if xs.size:
                 box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
                 out.append(Prediction(boxes=box, scores=np.array([0.9], np.float32),
-                                      labels=np.array([0], np.int64), masks=bright[None]))
+                                      labels=np.array([0], np.int64), masks=bright[None], semantic=sem))
             else:
                 out.append(Prediction(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
-                                      labels=np.zeros(0, np.int64), masks=np.zeros((0, *img.shape[:2]), bool)))
+                                      labels=np.zeros(0, np.int64), masks=np.zeros((0, *img.shape[:2]), bool),
+                                      semantic=sem))
         return out
