@@ -92,12 +92,11 @@ def predict_image_sequence(model: Any, inputs: Sequence[str], name: str, out_dir
     if not files:
         raise UserError("no input images given")
     files = sorted(files) if len(inputs) == 1 else files  # one folder/glob: sorted; listed files: as given
-    files = files[:: opts.every]
-    if opts.max_frames:
-        files = files[: opts.max_frames]
+    indices = list(range(0, len(files), opts.every))[: opts.max_frames]
+    files = [files[i] for i in indices]
     fps = opts.fps or DEFAULT_IMAGE_FPS / opts.every
-    return predict_stream(model, image_frames(files, fps), out_dir / _check_name(name, "--as-video"), fps,
-                          source=", ".join(inputs[:3]), total=len(files), **opts.stream_kwargs())
+    return predict_stream(model, image_frames(files, fps, indices=indices), out_dir / _check_name(name, "--as-video"),
+                          fps, source=", ".join(inputs[:3]), total=len(files), **opts.stream_kwargs())
 
 
 def predict_nuimages(model: Any, data_root: str, version: str, out_dir: Path, opts: StreamOptions,
@@ -110,9 +109,8 @@ def predict_nuimages(model: Any, data_root: str, version: str, out_dir: Path, op
     seq = nuimages_sequence(data_root, version, sample=sample, log=log, camera=camera)
     for m in seq.missing:
         err_console.print(f"[yellow]missing frame file (skipped): {m}[/]")
-    frames = seq.frames[:: opts.every]
-    if opts.max_frames:
-        frames = frames[: opts.max_frames]
+    indices = list(range(0, len(seq.frames), opts.every))[: opts.max_frames]
+    frames = [seq.frames[i] for i in indices]
     fps = opts.fps or seq.fps() / opts.every
     t0 = frames[0].timestamp_us
     first_of_snippet: dict[int, int] = {}
@@ -127,7 +125,7 @@ def predict_nuimages(model: Any, data_root: str, version: str, out_dir: Path, op
     default = f"{sample}.mp4" if sample else f"{log}__{camera}.mp4"
     result = predict_stream(
         model, image_frames([f.path for f in frames], fps, extras=extras,
-                            times=[(f.timestamp_us - t0) / 1e6 for f in frames], cuts=cuts),
+                            times=[(f.timestamp_us - t0) / 1e6 for f in frames], cuts=cuts, indices=indices),
         out_dir / _check_name(name or default, "--as-video"), fps, source=f"{version}:{sample or f'{log}/{camera}'}",
         total=len(frames), **opts.stream_kwargs())
     result.missing = seq.missing

@@ -93,19 +93,22 @@ def video_frames(reader: VideoReader) -> Iterator[Frame]:
 
 
 def image_frames(paths: Iterable[Path], fps: float, extras: Optional[list[dict]] = None,
-                 times: Optional[list[float]] = None, cuts: Optional[list[bool]] = None) -> Iterator[Frame]:
+                 times: Optional[list[float]] = None, cuts: Optional[list[bool]] = None,
+                 indices: Optional[list[int]] = None) -> Iterator[Frame]:
     """Frames read from image files in the given order; an unreadable file becomes a Frame with
-    ``error`` set (reported, not encoded)."""
+    ``error`` set (reported, not encoded). ``indices``: each file's frame index in the whole
+    sequence (with ``--every N``: 0, N, 2N, … as for a video), default its position."""
     from nuimcli.engine.predict import _read_image
 
     for i, p in enumerate(paths):
         t = times[i] if times is not None else i / fps
         ex = extras[i] if extras is not None else {}
         cut = bool(cuts[i]) if cuts is not None else False
+        index = indices[i] if indices is not None else i
         try:
-            yield Frame(i, t, _read_image(p), str(p), ex, cut)
+            yield Frame(index, t, _read_image(p), str(p), ex, cut)
         except ValueError as e:
-            yield Frame(i, t, None, str(p), ex, cut, error=str(e))
+            yield Frame(index, t, None, str(p), ex, cut, error=str(e))
 
 
 def thin(frames: Iterable[Frame], every: int = 1, max_frames: Optional[int] = None) -> Iterator[Frame]:

@@ -120,3 +120,17 @@ def test_predict_video_iterator_on_the_real_tiny_detector(tmp_path):
     for (_, _, p), e in zip(got, expected):
         np.testing.assert_allclose(p.boxes, e.boxes, atol=1e-3)
         assert p.masks.shape == (len(p.boxes), 64, 96) and (p.labels == 7).all()
+
+
+def test_image_sequence_every_keeps_the_frame_indices_of_the_whole_sequence(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(frames / f"f{i:03d}.png"), square_frame(i))
+    res = predict_image_sequence(SquareFinder(), [str(frames)], "seq.mp4", tmp_path / "out",
+                                 StreamOptions(every=3, max_frames=2, **QUIET))
+    recs = lines(res.jsonl_out)
+    assert [r["frame"] for r in recs] == [0, 3]  # as for a video: indices of the input, not of the output
+    assert [Path(r["source"]).name for r in recs] == ["f000.png", "f003.png"]
+    assert [r["time"] for r in recs] == pytest.approx([0.0, 0.3])  # 10 frames/s input, every third frame
+    assert res.fps == pytest.approx(10 / 3) and len(decoded(res.video_out)) == 2
