@@ -72,7 +72,7 @@ class SemanticIoU:
 
     def result(self, names: Optional[dict[int, str]] = None) -> dict:
         """``{"per_class": {name: IoU}, "mIoU": mean, "classes": n, "images": n}`` over the indices
-        present in the ground truth (``names`` maps index → name; default ``"index <i>"``)."""
+        present in the ground truth (``mIoU`` None when there is none) (``names`` maps index → name; default ``"index <i>"``)."""
         c = self.confusion
         gt_pixels = c.sum(1)
         tp = np.diag(c)
@@ -83,7 +83,8 @@ class SemanticIoU:
                 continue
             name = (names or {}).get(int(i), f"index {int(i)}")
             per_class[name] = float(tp[i] / union[i])
-        miou = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+        # None, not NaN, when the ground truth has no class: metrics.json is strict JSON.
+        miou = float(np.mean(list(per_class.values()))) if per_class else None
         return {"per_class": per_class, "mIoU": miou, "classes": len(per_class), "images": self.images}
 
 

@@ -309,3 +309,46 @@ def test_real_checkpoint_end_to_end_and_python_api(tmp_path):
     for rec, (_, _, pred) in zip(recs, got):
         assert [d["category"] for d in rec["detections"]] == ["pedestrian"] * 3
         np.testing.assert_allclose([d["bbox"] for d in rec["detections"]], pred.boxes, atol=0.01)
+
+
+SLOW_PREDICT = """
+import sys, time
+import nuimcli
+from nuimcli.cli import main
+from nuimcli.testing.video import SquareFinder
+
+class Slow(SquareFinder):
+    def predict(self, images, batch_size=2):
+        time.sleep(0.15)
+        return super().predict(images, batch_size)
+
+nuimcli.load = lambda *a, **k: Slow()
+main(sys.argv[1:])
+"""
+
+
+def test_a_real_ctrl_c_mid_video_leaves_a_playable_partial_exit_130(tmp_path):
+    """SIGINT to the process group, as a terminal sends it, while the three pipeline threads run."""
+    import signal
+    import time
+
+    src = write_square_video(tmp_path / "clip.mp4", frames=200, fps=10)
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREDICT, "predict", str(src), "-c", "m.pth", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until some frames are encoded (the temporary JSONL has lines)
+        tmp = [p for p in out.glob(".clip.*.jsonl")] if out.exists() else []
+        if tmp and tmp[0].stat().st_size > 0 and len(tmp[0].read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:")
+    assert sorted(p.name for p in out.iterdir()) == ["clip.partial.jsonl", "clip.partial.mp4"]
+    recs = lines(out / "clip.partial.jsonl")
+    done = recs[-1]["frames_done"]
+    assert recs[-1]["partial"] and 4 <= done < 200 and [r["frame"] for r in recs[:-1]] == list(range(done))
+    assert len(decoded(out / "clip.partial.mp4")) == done  # playable: every frame done is in it

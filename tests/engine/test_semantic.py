@@ -41,7 +41,9 @@ def test_indices_only_predicted_are_not_classes_and_prediction_resized_to_gt():
     r = acc.result()
     assert list(r["per_class"]) == ["index 3"]  # 5 and 9 occur only in the prediction
     assert r["per_class"]["index 3"] == pytest.approx(1 / 2)  # nearest resize to 2x2: [3, 5] on the top row
-    assert np.isnan(SemanticIoU().result()["mIoU"])
+    empty = SemanticIoU()
+    empty.add(np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8))  # only index 0 in the ground truth
+    assert empty.result()["mIoU"] is None and json.dumps(empty.result(), allow_nan=False)  # strict JSON
 
 
 def test_names_are_the_devkit_indices():
