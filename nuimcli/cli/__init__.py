@@ -128,6 +128,7 @@ def _register_commands() -> None:
     from nuimcli.cli import convert_cmd  # noqa: F401
     from nuimcli.cli import demo_cmd  # noqa: F401
     from nuimcli.cli import eval_cmd, predict_cmd  # noqa: F401
+    from nuimcli.cli import export_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

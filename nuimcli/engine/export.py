@@ -61,10 +61,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_source_model(model: Optional[str], preset: Optional[str], random_weights: Optional[str],
-                       trust: bool = False, seed: int = 0) -> torch.nn.Module:
+                       trust: bool = False, seed: int = 0,
+                       calib_size: Optional[tuple[int, int]] = None) -> torch.nn.Module:
     """The model to export: ``model`` (zoo name / checkpoint file, through the one resolver) or,
     with ``random_weights``, that preset built with seeded, calibrated random weights
-    (:mod:`nuimcli.testing.random_weights`: realistic detections for tests). Eval mode, CPU."""
+    (:mod:`nuimcli.testing.random_weights`: realistic detections for tests), calibrated on a
+    synthetic image of ``calib_size`` ``(W, H)`` (default the preset's test scale). Eval mode, CPU."""
     if (model is None) == (random_weights is None):
         raise UserError("give MODEL (a zoo name or checkpoint file) or --random-weights PRESET, not both")
     if model is not None:
@@ -81,7 +83,8 @@ def build_source_model(model: Optional[str], preset: Optional[str], random_weigh
     det = build_model(p).eval()
     randomize(det, seed)
     d = p.data
-    img = synthetic_image(int(max(d.test_scale)), int(min(d.test_scale)), seed)
+    cw, ch = calib_size or (int(max(d.test_scale)), int(min(d.test_scale)))
+    img = synthetic_image(cw, ch, seed)
     resized, _ = resize_keep_ratio(img, d.test_scale)
     with torch.no_grad():
         calibrate_bn(det.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))],
@@ -121,7 +124,9 @@ def sample_image(width: int, height: int, sample: Optional[Path]) -> np.ndarray:
 def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device, threads: Optional[int]) -> tuple:
     """Run a freshly written file (not yet under its final name) on one resized image."""
     if fmt == TORCHSCRIPT:
-        module = torch.jit.load(str(path), map_location=device).eval()
+        from nuimcli.export.runtime import load_torchscript
+
+        module = load_torchscript(path, device)
         with torch.no_grad():
             out = module(torch.from_numpy(image).to(device))
         return tuple(o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out)
@@ -167,7 +172,7 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
     if threads:
         torch.set_num_threads(int(threads))
 
-    det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust))
+    det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust, calib_size=input_size))
     p = det.preset
     w, h = input_size or (int(max(det.test_scale)), int(min(det.test_scale)))
     image = sample_image(w, h, sample)

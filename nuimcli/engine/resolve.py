@@ -39,7 +39,8 @@ def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device:
     ``preset`` names the preset when the file cannot tell (a foreign mmdet file); a zoo name
     brings its own. ``device`` is checked first (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     ``trust``: read a file that pickles Python objects besides tensors although no preset names
-    it (see :func:`nuimcli.checkpoints.load_checkpoint`).
+    it (see :func:`nuimcli.checkpoints.load_checkpoint`). A file written by ``nuim export`` gives
+    an :class:`~nuimcli.export.runtime.ExportedModel` (same ``predict`` contract) instead.
     """
     import torch
 
@@ -48,5 +49,13 @@ def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device:
 
     dev = torch.device(resolve_device(str(device), what="device"))
     found = resolve(spec)
+    from nuimcli.export.formats import detect_format
+
+    if detect_format(found.path) is not None:
+        # a file written by `nuim export` (recognised by content): same predict() contract, so
+        # predict and eval run it unchanged; it runs on the CPU (onnxruntime / torch.jit)
+        from nuimcli.export.runtime import load_exported
+
+        return load_exported(found.path)  # type: ignore[return-value]
     model = build_from_checkpoint(found.path, preset or found.preset, trust=trust)
     return model.to(dev).eval()

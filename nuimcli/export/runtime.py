@@ -12,6 +12,7 @@ boxes are divided by the scale factor and masks pasted with
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -26,6 +27,14 @@ from nuimcli.export.formats import (META_KEY, ONNX, TORCHSCRIPT, TORCHSCRIPT_EXT
                                     require_onnx)
 from nuimcli.models.detector import Prediction, semantic_map
 from nuimcli.models.roi_heads import paste_masks
+
+
+def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """``torch.jit.load`` in eval mode, without torch's deprecation warning for torch.jit (see
+    :mod:`nuimcli.export.writers` for why TorchScript is still the format)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location=device).eval()
 
 
 def read_meta(path: str | os.PathLike, fmt: str) -> ExportMeta:
@@ -60,7 +69,7 @@ class ExportedModel:
         self.format = fmt
         self.meta = read_meta(self.path, fmt)
         if fmt == TORCHSCRIPT:
-            self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
+            self._module = load_torchscript(self.path, "cpu")
             self._session = None
         else:
             import onnxruntime as ort

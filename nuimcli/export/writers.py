@@ -35,7 +35,11 @@ def write_torchscript(graph: torch.nn.Module, example: torch.Tensor, meta: Expor
                       path: str | os.PathLike) -> None:
     """Trace ``graph`` on ``example`` and save it with ``meta`` to ``path``."""
     traced = trace(graph, example)
-    torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})
+    with warnings.catch_warnings():
+        # torch >= 2.10 marks torch.jit deprecated; torch.export cannot capture this graph (NMS's
+        # data-dependent detection count), so TorchScript stays the format that works
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})
 
 
 def _uses_deform_conv(graph: torch.nn.Module) -> bool:
