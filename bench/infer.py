@@ -15,10 +15,13 @@ round (so load from other processes hits every model alike); peak RSS is measure
 a fresh subprocess (one single-image and one batch-2 prediction).
 
     python bench/infer.py                       # R-50 Mask R-CNN vs torchvision, + cascade, HTC
-    python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:cl
+    python bench/infer.py --threads 2 --repeat 5 --presets mask-rcnn-r50-1x mask-rcnn-r50-1x:exact
 
-A preset name with ``:cl`` runs the backbone channels-last (``model.backbone.channels_last = True``:
-faster on CPU, equal to float rounding); ``:nchw`` forces the default NCHW. Target (issue 4): mask-rcnn-r50-1x latency / torchvision latency <= 1.0.
+A preset name alone runs our default (fast) inference mode, as ``nuim predict`` / ``nuimcli.load()``
+do (``prepare_for_inference``: BatchNorm folded into the convolutions, channels-last); ``:exact``
+runs the bit-exact path (``--exact``); ``:bf16`` the fast mode under bfloat16 autocast (measures
+whether ``--half`` is worth offering on CPU). Targets (issue 14), latency / torchvision's Mask R-CNN
+in the same run: mask-rcnn-r50-1x <= 0.75, cascade-mask-rcnn-r50-1x <= 1.05, htc-r50-1x <= 1.45.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "torchvision-maskrcnn_resnet50_fpn"
+#: issue 14: our default mode's median latency / torchvision's Mask R-CNN, same run
+TARGETS = {"mask-rcnn-r50-1x": 0.75, "cascade-mask-rcnn-r50-1x": 1.05, "htc-r50-1x": 1.45}
 
 
 def _make_runner(name: str, img, seed: int) -> Callable[[list], list[int]]:
@@ -72,16 +77,21 @@ def _make_runner(name: str, img, seed: int) -> Callable[[list], list[int]]:
     from nuimcli.models.build import build_model
     from nuimcli.presets import load_preset
 
+    from nuimcli.models.inference_mode import prepare_for_inference
+
     preset_name, _, variant = name.partition(":")
+    if variant not in ("", "exact", "bf16"):
+        raise SystemExit(f"{name}: unknown variant :{variant} (use :exact or :bf16)")
     preset = load_preset(preset_name)
     model = build_model(preset).eval()
-    if variant:
-        model.backbone.channels_last = {"nchw": False, "cl": True}[variant]
     randomize(model, seed)
     d = preset.data
     resized, _ = resize_keep_ratio(img, d.test_scale)
     calibrate_bn(model.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))], d.size_divisor))
     calibrate_heads(model, lambda: model.predict([img]))
+    # calibrated as the exact model, then prepared as predict does (the same weights for every variant)
+    model = prepare_for_inference(model, exact=variant == "exact",
+                                  half=torch.bfloat16 if variant == "bf16" else None, copy_model=False)
 
     def run(batch):
         out = model.predict(list(batch), batch_size=len(batch))
@@ -125,7 +135,10 @@ def _peak_rss_mb() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="*", default=["mask-rcnn-r50-1x", "cascade-mask-rcnn-r50-1x", "htc-r50-1x"])
+    ap.add_argument("--presets", nargs="*", default=["mask-rcnn-r50-1x", "mask-rcnn-r50-1x:exact",
+                                                     "cascade-mask-rcnn-r50-1x", "cascade-mask-rcnn-r50-1x:exact",
+                                                     "htc-r50-1x", "htc-r50-1x:exact"])
+    ap.add_argument("--no-batch2", action="store_true", help="skip the batch-2 throughput runs (faster)")
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -150,7 +163,8 @@ def main() -> None:
     for n in names:
         runners[n] = _make_runner(n, img, args.seed)
         runners[n]([img])  # warm-up (allocator, oneDNN primitives)
-        runners[n]([img, img2])
+        if not args.no_batch2:
+            runners[n]([img, img2])
         print(f"built {n}", file=sys.stderr, flush=True)
     single: dict[str, list[float]] = {n: [] for n in names}
     batch2: dict[str, list[float]] = {n: [] for n in names}
@@ -160,9 +174,10 @@ def main() -> None:
             t0 = time.perf_counter()
             dets[n] = runners[n]([img])
             single[n].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            runners[n]([img, img2])
-            batch2[n].append(time.perf_counter() - t0)
+            if not args.no_batch2:
+                t0 = time.perf_counter()
+                runners[n]([img, img2])
+                batch2[n].append(time.perf_counter() - t0)
         print(f"round {r + 1}/{args.repeat} done", file=sys.stderr, flush=True)
 
     rss = {}
@@ -180,8 +195,8 @@ def main() -> None:
         n: dict(
             latency_median_s=statistics.median(single[n]),
             latency_min_s=min(single[n]),
-            batch2_img_per_s=2 / statistics.median(batch2[n]),
-            batch2_best_img_per_s=2 / min(batch2[n]),
+            batch2_img_per_s=2 / statistics.median(batch2[n]) if batch2[n] else float("nan"),
+            batch2_best_img_per_s=2 / min(batch2[n]) if batch2[n] else float("nan"),
             detections=dets[n][0],
             peak_rss_mb=rss.get(n),
         )
@@ -198,6 +213,10 @@ def main() -> None:
             f" {r['batch2_img_per_s']:9.3f} {r['batch2_img_per_s'] / base['batch2_img_per_s']:6.2f} {rss_txt} {r['detections']:5d}"
         )
     print("latency ratio = ours / torchvision (<= 1.0: ours no slower); batch-2 ratio = ours / torchvision images/s (> 1: ours faster)")
+    for n, target in TARGETS.items():
+        if n in results:
+            ratio = results[n]["latency_median_s"] / base["latency_median_s"]
+            print(f"target {n} (default mode): {ratio:.2f}x <= {target:.2f}x  {'met' if ratio <= target else 'NOT met'}")
     if args.json:
         args.json.write_text(json.dumps(dict(args=vars(args) | {"json": str(args.json)}, results=results), indent=1))
 

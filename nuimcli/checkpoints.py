@@ -160,6 +160,9 @@ def save_checkpoint(
 
     if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DataParallel
         model = model.module
+    from nuimcli.models.inference_mode import refuse_inference_only
+
+    refuse_inference_only(model, "save")  # its folded state_dict would not load as a checkpoint
     full_meta: dict[str, Any] = {
         "nuimcli_version": __version__,
         "time": time.asctime(),

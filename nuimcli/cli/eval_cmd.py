@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nuimcli.cli import TRUST_HELP, app
+from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
 from nuimcli.errors import UserError
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import err_console, stdout_console
@@ -81,6 +81,15 @@ def eval_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
+    half: bool = typer.Option(False, "--half", help=HALF_HELP),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write PR curves, confusion matrices, the COCO error "
+                                         "analysis (PNG + JSON) and a self-contained report.html into this folder."),
+    show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="Draw ground truth and prediction side by "
+                                            "side into this folder, the worst images first."),
+    show_n: int = typer.Option(20, "--show-n", min=1, help="How many images --show-dir draws."),
+    score_thr: float = typer.Option(0.3, "--score-thr", min=0.0, max=1.0, help="Detections drawn and counted in the "
+                                    "confusion matrix / --show-dir ranking (never changes AP)."),
 ) -> None:
     """COCO box and mask AP (AP50, AP75, S/M/L, AR@100, per class) of a checkpoint on the val split.
 
@@ -92,8 +101,9 @@ def eval_cmd(
     from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.utils.paths import check_out_dir, make_out_dir
 
-    if out is not None:
-        check_out_dir(out, "--out")  # now, not after the whole evaluation
+    for folder, flag in ((out, "--out"), (plots, "--plots"), (show_dir, "--show-dir")):
+        if folder is not None:
+            check_out_dir(folder, flag)  # now, not after the whole evaluation
     on_interrupt("nothing" + (" (metrics.json and results.json are written at the end)" if out else ""), resumes=False)
     ann = ann_file or default_ann_file(data_root)
     if not ann.is_file():
@@ -113,7 +123,7 @@ def eval_cmd(
     else:
         got = evaluate_checkpoint(checkpoint, ann, data_root, preset=preset, reference_compat=reference_compat,
                                   batch_size=batch_size, device=device, gpus=gpus, threads=threads, seed=seed,
-                                  trust_checkpoint=trust_checkpoint)
+                                  trust_checkpoint=trust_checkpoint, exact=exact, half=half)
         if got is None:  # a non-zero rank under torchrun
             return
         doc, results = got
@@ -122,6 +132,11 @@ def eval_cmd(
         if results is not None:
             atomic_write_json(out / "results.json", results)
         atomic_write_json(out / "metrics.json", doc, indent=2, allow_nan=False)
+    if plots is not None or show_dir is not None:
+        from nuimcli.cli.eval_diag import write_diagnostics
+
+        write_diagnostics(doc, results if results is not None else results_file, ann, data_root, plots, show_dir,
+                          show_n, score_thr, reference_compat)
     if json_out:
         print(json.dumps(doc, indent=2, allow_nan=False))
     else:

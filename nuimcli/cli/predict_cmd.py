@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nuimcli.cli import TRUST_HELP, app
+from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
 from nuimcli.errors import PartialFailure
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import stdout_console
@@ -76,6 +76,8 @@ def predict_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
+    half: bool = typer.Option(False, "--half", help=HALF_HELP),
 ) -> None:
     """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
 
@@ -90,7 +92,7 @@ def predict_cmd(
                  note="it predicts every input again")
     model, items = predict_checkpoint(inputs, out, checkpoint=checkpoint, preset=preset, device=device,
                                       score_thr=score_thr, batch_size=batch_size, show_semantic=show_semantic,
-                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint)
+                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint, exact=exact, half=half)
     render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", stdout_console())
     failed = [it for it in items if not it.ok]
     if failed:

@@ -53,6 +53,10 @@ def train_cmd(
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the end-of-epoch evaluation."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard scalars to "
                                      "<work-dir>/tf_logs (needs the tensorboard package)."),
+    save_best: Optional[str] = typer.Option(None, "--save-best", help="Keep <work-dir>/best.pth: the epoch with "
+                                            "the highest val bbox_mAP or segm_mAP (best.json says which)."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Keep only the newest N epoch_K.pth "
+                                       "(latest.pth and best.pth stay)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP + " Applies to --resume, "
                                           "--load-from and --pretrained."),
 ) -> None:
@@ -69,7 +73,7 @@ def train_cmd(
         data_root=data_root, train_ann=train_ann, val_ann=val_ann, semantic_root=semantic_root,
         device=device, seed=seed, amp=amp, threads=threads, max_iters=max_iters, resume=resume,
         load_from=load_from, pretrained=pretrained, scale_lr=scale_lr, log_interval=log_interval,
-        workers=workers, evaluate=not no_eval, tensorboard=tensorboard, trust_checkpoint=trust_checkpoint,
+        workers=workers, evaluate=not no_eval, tensorboard=tensorboard, save_best=save_best, keep=keep, trust_checkpoint=trust_checkpoint,
     )
     argv = invocation(ctx)
     has_checkpoint = (opts.work_dir / "latest.pth").exists

@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
@@ -180,7 +181,13 @@ def _spawn_entry(local_rank: int, fn: Callable, nprocs: int, port: int, args: tu
         value = fn(World(rank=local_rank, size=nprocs, local_rank=local_rank), *args)
     except BaseException as e:
         replies.put((local_rank, portable_exception(e), traceback.format_exc()))
-        raise  # a non-zero exit: torch.multiprocessing stops the other processes
+        # The error is on its way to the parent; leave at once with a non-zero status (the parent
+        # stops the other processes). A normal interpreter exit would run the C++ destructors of a
+        # still-joined gloo group, whose worker threads can abort with "terminate called without
+        # an active exception" on stderr, a second line after the one-line error.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     if local_rank == 0:
         replies.put((0, None, value))
 

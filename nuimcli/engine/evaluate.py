@@ -274,6 +274,8 @@ def evaluate_checkpoint(
     threads: Optional[int] = None,
     seed: int = 0,
     trust_checkpoint: bool = False,
+    exact: bool = False,
+    half: bool = False,
 ) -> Optional[tuple[dict[str, Any], list[dict]]]:
     """The library entry point of ``nuim eval --checkpoint``: load ``checkpoint`` (a file, URL or
     zoo name; downloaded once per node) in every process of the job, predict the split, and
@@ -282,21 +284,24 @@ def evaluate_checkpoint(
     ``gpus`` > 1 spawns that many processes (CPU processes with gloo when the device is the
     CPU); a worker's exception is raised here as itself. The document holds the checkpoint, the
     preset, the annotation file, the metrics and, for a results-table row, its published numbers.
+    ``exact`` / ``half``: see :func:`nuimcli.models.inference_mode.prepare_for_inference`.
     """
     from nuimcli.engine.launch import launch
 
     return launch(_evaluate_rank, (checkpoint, Path(ann_file), Path(data_root), preset, reference_compat, batch_size,
-                                   threads, seed, trust_checkpoint), gpus=gpus, device=device)
+                                   threads, seed, trust_checkpoint, exact, half), gpus=gpus, device=device)
 
 
 def _evaluate_rank(world: Any, device: str, checkpoint: str, ann: Path, data_root: Path, preset: Optional[str],
                    reference_compat: bool, batch_size: int, threads: Optional[int], seed: int,
-                   trust_checkpoint: bool) -> Optional[tuple[dict[str, Any], list[dict]]]:
+                   trust_checkpoint: bool, exact: bool = False,
+                   half: bool = False) -> Optional[tuple[dict[str, Any], list[dict]]]:
     import nuimcli
     from nuimcli.utils.seeding import setup_process
 
     setup_process(threads, seed)
-    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint,
+                         exact=exact, half=half)
     out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
     if out.metrics is None or out.results is None:
         return None

@@ -34,99 +34,9 @@ from nuimcli.utils.io import atomic_path, atomic_write_json
 #: Image suffixes picked up when a folder is given (explicit files and globs are tried whatever their suffix).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-#: One BGR colour per class (CLASSES order), distinct and visible on road scenes.
-CLASS_COLORS_BGR: tuple[tuple[int, int, int], ...] = (
-    (60, 20, 220),    # car: crimson
-    (0, 140, 255),    # truck: orange
-    (180, 105, 255),  # trailer: pink
-    (0, 215, 255),    # bus: gold
-    (19, 69, 139),    # construction_vehicle: brown
-    (255, 144, 30),   # bicycle: dodger blue
-    (226, 43, 138),   # motorcycle: violet
-    (50, 205, 50),    # pedestrian: lime
-    (0, 255, 255),    # traffic_cone: yellow
-    (211, 206, 0),    # barrier: teal
-)
-
-
-def class_color(label: int) -> tuple[int, int, int]:
-    """BGR colour of class ``label`` (labels beyond the palette get a stable pseudo-random colour)."""
-    if 0 <= label < len(CLASS_COLORS_BGR):
-        return CLASS_COLORS_BGR[label]
-    rng = np.random.default_rng(label)
-    return tuple(int(v) for v in rng.integers(64, 256, 3))  # type: ignore[return-value]
-
-
-def _semantic_palette(n: int = 256) -> np.ndarray:
-    rng = np.random.default_rng(12345)
-    pal = rng.integers(40, 256, size=(n, 3)).astype(np.uint8)
-    pal[0] = 0
-    return pal
-
-
-# --------------------------------------------------------------------------- drawing
-
-
-def draw_predictions(
-    image: np.ndarray,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    labels: np.ndarray,
-    masks: Optional[np.ndarray] = None,
-    semantic: Optional[np.ndarray] = None,
-    classes: Sequence[str] = CLASSES,
-    mask_alpha: float = 0.5,
-    semantic_alpha: float = 0.4,
-) -> np.ndarray:
-    """Draw detections on a copy of ``image`` (BGR uint8 ``[H, W, 3]``) and return it.
-
-    ``boxes`` [N, 4] x1, y1, x2, y2; ``scores`` [N]; ``labels`` [N]; ``masks`` bool [N, H, W] or
-    None; ``semantic`` uint8 [H, W] label map (0 = background, not drawn) or None. Masks are
-    blended at ``mask_alpha`` in the class colour (lowest score first, so the best detection
-    is on top), then boxes, then the ``"<class> <score>"`` tags so no mask covers a tag.
-    """
-    out = image.copy()
-    h, w = out.shape[:2]
-    if semantic is not None:
-        sem = np.asarray(semantic)
-        fg = sem > 0
-        if fg.any():
-            colours = _semantic_palette()[sem[fg]].astype(np.float32)
-            out[fg] = (out[fg].astype(np.float32) * (1 - semantic_alpha) + colours * semantic_alpha).round().astype(np.uint8)
-    order = np.argsort(np.asarray(scores), kind="stable")  # ascending: best drawn last
-    thick = max(1, int(round((h + w) / 1000)))
-    if masks is not None:
-        for i in order:
-            m = np.asarray(masks[i], dtype=bool)
-            if not m.any():
-                continue
-            col = np.array(class_color(int(labels[i])), np.float32)
-            out[m] = (out[m].astype(np.float32) * (1 - mask_alpha) + col * mask_alpha).round().astype(np.uint8)
-            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, contours, -1, class_color(int(labels[i])), 1, lineType=cv2.LINE_AA)
-    for i in order:
-        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
-        cv2.rectangle(out, (x1, y1), (x2, y2), class_color(int(labels[i])), thick, lineType=cv2.LINE_AA)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, (h + w) / 4000)
-    for i in order:
-        lab = int(labels[i])
-        name = classes[lab] if 0 <= lab < len(classes) else str(lab)
-        text = f"{name} {float(scores[i]):.2f}"
-        (tw, th), base = cv2.getTextSize(text, font, scale, 1)
-        x1, y1 = int(round(float(boxes[i][0]))), int(round(float(boxes[i][1])))
-        x1 = min(max(x1, 0), max(w - tw - 2, 0))
-        top = y1 - th - base - 2
-        if top < 0:  # no room above the box: put the tag inside it
-            top = max(y1, 0)
-        col = class_color(lab)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), col, -1)
-        light = 0.114 * col[0] + 0.587 * col[1] + 0.299 * col[2] > 140
-        cv2.putText(out, text, (x1 + 1, top + th + 1), font, scale, (0, 0, 0) if light else (255, 255, 255), 1,
-                    lineType=cv2.LINE_AA)
-    return out
-
-
-# --------------------------------------------------------------------------- inputs
+# Drawing moved to nuimcli.visual (one palette for every picture the tool makes); re-exported
+# here so existing imports keep working.
+from nuimcli.visual.draw import CLASS_COLORS_BGR, class_color, draw_predictions  # noqa: E402,F401
 
 
 @dataclass
@@ -342,13 +252,16 @@ def predict_checkpoint(
     threads: Optional[int] = None,
     seed: int = 0,
     trust_checkpoint: bool = False,
+    exact: bool = False,
+    half: bool = False,
 ) -> tuple[Any, list[PredictItem]]:
     """The library entry point of ``nuim predict``: load the model (``checkpoint`` a file, URL or
     zoo name; None: ``preset``'s released file, or the best released one) and run
     :func:`predict_files`. Returns ``(model, items)``.
 
     Nothing readable among ``inputs``, or ``show_semantic`` for a model without a semantic head,
-    is a :class:`UserError` raised before any prediction.
+    is a :class:`UserError` raised before any prediction. ``exact`` / ``half``: see
+    :func:`nuimcli.models.inference_mode.prepare_for_inference`.
     """
     import nuimcli
     from nuimcli.utils.device import resolve_device
@@ -362,7 +275,8 @@ def predict_checkpoint(
                         "give image files, folders or glob patterns")
     if checkpoint is None:
         checkpoint, preset = _released_file(preset), None
-    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint)
+    model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint,
+                         exact=exact, half=half)
     if show_semantic and not model.has_semantic_head:
         raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")

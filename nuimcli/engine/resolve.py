@@ -33,14 +33,16 @@ def resolve(spec: str | os.PathLike, progress: bool = True, what: str = "checkpo
 
 
 def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device: str = "cpu",
-                  trust: bool = False) -> "Detector":
+                  trust: bool = False, exact: bool = False, half: bool = False) -> "Detector":
     """Resolve ``spec``, build the model its file needs, load it strictly, eval mode on ``device``.
 
     ``preset`` names the preset when the file cannot tell (a foreign mmdet file); a zoo name
     brings its own. ``device`` is checked first (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     ``trust``: read a file that pickles Python objects besides tensors although no preset names
-    it (see :func:`nuimcli.checkpoints.load_checkpoint`). A file written by ``nuim export`` gives
-    an :class:`~nuimcli.export.runtime.ExportedModel` (same ``predict`` contract) instead.
+    it (see :func:`nuimcli.checkpoints.load_checkpoint`). ``exact`` / ``half``: see
+    :func:`nuimcli.models.inference_mode.prepare_for_inference` (default: folded BN, channels-last).
+    A file written by ``nuim export`` gives an :class:`~nuimcli.export.runtime.ExportedModel`
+    (same ``predict`` contract) instead; ``exact``/``half`` do not apply to it (fixed at export).
     """
     import torch
 
@@ -58,4 +60,7 @@ def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device:
 
         return load_exported(found.path)  # type: ignore[return-value]
     model = build_from_checkpoint(found.path, preset or found.preset, trust=trust)
-    return model.to(dev).eval()
+    from nuimcli.models.inference_mode import prepare_for_inference
+
+    # the model is ours alone (just built), so it is prepared in place: no second copy in memory
+    return prepare_for_inference(model.to(dev).eval(), exact=exact, half=half, copy_model=False)

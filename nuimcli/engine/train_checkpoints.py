@@ -178,3 +178,78 @@ def kept_checkpoints(work_dir: Path) -> str:
     if latest.exists():
         return f"the checkpoints in {work_dir} (latest.pth -> {latest.resolve().name})"
     return f"nothing yet in {work_dir} (a checkpoint is written at the end of each epoch and on a clean stop)"
+
+
+# --------------------------------------------------------------------------- --save-best / --keep
+
+#: Metrics ``--save-best`` may follow (higher is better for both).
+BEST_METRICS: tuple[str, ...] = ("bbox_mAP", "segm_mAP")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src``, atomically: a hard link (no second copy on disk,
+    and it survives ``--keep`` deleting ``src``), a copy where links fail."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def load_best(t: "Trainer") -> None:
+    """When resuming: what ``best.json`` of the work dir says the best epoch so far is, when it was
+    chosen by the same metric; a fresh run starts without one (its first evaluation replaces an
+    older run's best.pth)."""
+    import json
+
+    t.best = None
+    path = t.work_dir / "best.json"
+    if not t.opts.save_best or not t.opts.resume or not path.is_file():
+        return
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        doc = json.loads(path.read_text())
+        if doc["metric"] == t.opts.save_best:
+            t.best = {"metric": doc["metric"], "value": float(doc["value"]), "epoch": int(doc["epoch"])}
+
+
+def update_best(t: "Trainer", metrics: dict) -> None:
+    """After an evaluation (main process): when ``metrics[--save-best]`` beats the best so far,
+    ``best.pth`` becomes this epoch's checkpoint and ``best.json`` records metric, value and
+    epoch; the log says which epoch it is either way."""
+    from nuimcli.utils.io import atomic_write_json
+
+    name = t.opts.save_best
+    if not name:
+        return
+    value = metrics.get(name)
+    if value is None or value != value:  # undefined (no ground truth): nothing to compare
+        t.log(f"best: {name} undefined at epoch {t.epoch}; best.pth unchanged")
+        return
+    if t.best is not None and value <= t.best["value"]:
+        t.log(f"best: epoch {t.best['epoch']} ({name} {t.best['value']:.4f}) stays best.pth")
+        return
+    _link_or_copy(t.work_dir / f"epoch_{t.epoch}.pth", t.work_dir / "best.pth")
+    t.best = {"metric": name, "value": float(value), "epoch": t.epoch}
+    atomic_write_json(t.work_dir / "best.json", {**t.best, "file": f"epoch_{t.epoch}.pth"}, indent=2)
+    t.log(f"best: best.pth is now epoch {t.epoch} ({name} {value:.4f})")
+
+
+def prune_epochs(t: "Trainer") -> list[Path]:
+    """``--keep N``: delete the epoch checkpoints older than the newest N (main process only).
+    ``latest.pth`` always points at the newest, and ``best.pth`` is its own link, so resume and
+    the best model are never lost. Returns what was deleted."""
+    keep = t.opts.keep
+    if not keep or not t.world.is_main:
+        return []
+    gone = []
+    for k in range(1, t.epoch - keep + 1):
+        p = t.work_dir / f"epoch_{k}.pth"
+        if p.exists():
+            p.unlink()
+            gone.append(p)
+    return gone

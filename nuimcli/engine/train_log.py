@@ -64,6 +64,27 @@ class TrainLog:
                 if isinstance(v, (int, float)) and k not in skip:
                     self._tb.add_scalar(f"{scalars}/{k}", v, step)
 
+    @property
+    def tensorboard_on(self) -> bool:
+        """Whether a TensorBoard writer is open (main process, package installed, not turned off)."""
+        return self._tb is not None
+
+    def val_epoch(self, metrics: dict, epoch: int) -> None:
+        """The val metrics once more, against the epoch (``val_by_epoch/<name>``): runs of different
+        batch sizes line up there, where ``val/`` is against the iteration as the train scalars are."""
+        if self._tb is None:
+            return
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._tb.add_scalar(f"val_by_epoch/{k}", v, epoch)
+
+    def images(self, pictures: list, step: int) -> None:
+        """``[(name, BGR uint8 [H, W, 3])]`` as TensorBoard images ``val_predictions/<name>`` at ``step``."""
+        if self._tb is None:
+            return
+        for name, img in pictures:
+            self._tb.add_image(f"val_predictions/{name}", img[:, :, ::-1].copy(), step, dataformats="HWC")
+
     def close(self) -> None:
         """Flush and close the TensorBoard writer, if any."""
         if self._tb is not None:

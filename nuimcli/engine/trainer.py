@@ -78,6 +78,8 @@ class TrainOptions:
     evaluate: bool = True
     progress: bool = True
     tensorboard: bool = True
+    save_best: Optional[str] = None  #: keep best.pth by this val metric (bbox_mAP or segm_mAP)
+    keep: Optional[int] = None  #: keep only the newest N epoch_K.pth files
     trust_checkpoint: bool = False  #: read resume / load_from / pretrained files holding Python objects
     check_files: bool = True
     callbacks: list = field(default_factory=list)  #: fn(trainer, log_vars) after every iteration
@@ -191,6 +193,7 @@ class Trainer:
         self.evaluations: list[dict] = []
         self.logs = TrainLog(self.work_dir, world.is_main)
         self.last_good_checkpoint: Optional[Path] = None  #: saved or resumed from by this run
+        self.best: Optional[dict] = None  #: --save-best: {"metric", "value", "epoch"} of best.pth
 
     # ------------------------------------------------------------------ setup
 
@@ -209,6 +212,13 @@ class Trainer:
         self.val_ann = Path(opts.val_ann) if opts.val_ann else (paths["val_ann"] if paths["val_ann"].is_file() else None)
         if opts.val_ann and not Path(opts.val_ann).is_file():
             raise UserError(f"{opts.val_ann}: validation annotation file not found")
+        if opts.save_best and opts.save_best not in train_checkpoints.BEST_METRICS:
+            raise UserError(f"--save-best {opts.save_best}: choose one of {', '.join(train_checkpoints.BEST_METRICS)}")
+        if opts.save_best and (not opts.evaluate or self.val_ann is None):
+            raise UserError("--save-best needs the end-of-epoch evaluation: a val split (--val-ann, or "
+                            "<data-root>/annotations/nuimages_v1.0-val.json) and no --no-eval")
+        if opts.keep is not None and opts.keep < 1:
+            raise UserError(f"--keep {opts.keep}: keep at least 1 epoch checkpoint")
         if opts.evaluate and self.val_ann is not None and self.world.is_main:
             # checked now rather than after the first epoch, which may be hours away
             from nuimcli.engine.evaluate import check_eval_inputs
@@ -253,6 +263,7 @@ class Trainer:
 
         if not train_checkpoints.resume(self):
             train_checkpoints.init_weights(self)
+        train_checkpoints.load_best(self)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -418,6 +429,7 @@ class Trainer:
                     self.batch_in_epoch = 0
                     last_ckpt = train_checkpoints.save(self, f"epoch_{self.epoch}.pth")
                     self._evaluate()
+                    train_checkpoints.prune_epochs(self)
                 if self.stop_requested or self.global_iter >= total_iters:
                     break
             if self.batch_in_epoch > 0:
@@ -464,7 +476,26 @@ class Trainer:
             self.evaluations.append(record)
             self.logs.write(record, scalars="val", step=self.global_iter, skip=("epoch", "global_iter"))
             self.log("val: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+            self.logs.val_epoch(metrics, self.epoch)
+            if self.logs.tensorboard_on:
+                self._val_pictures()
+            train_checkpoints.update_best(self, metrics)
         barrier()
+
+
+    def _val_pictures(self, n: int = 3) -> None:
+        """A few val images with the model's detections drawn, to TensorBoard (main process)."""
+        from nuimcli.engine.diagnostics import draw_val_predictions
+
+        inner = self.model if hasattr(self.model, "predict") else getattr(self.model, "module", self.model)
+        if not hasattr(inner, "predict"):
+            return  # a stand-in model without inference (tests)
+        inner.eval()
+        try:
+            pictures = draw_val_predictions(inner, self.val_ann, self.opts.data_root, n=n)
+        finally:
+            inner.train()
+        self.logs.images(pictures, self.global_iter)
 
 
 def _clean_worker_errors(loader):

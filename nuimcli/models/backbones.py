@@ -63,6 +63,7 @@ class DeformConv2d(nn.Module):
         self.deform_groups = deform_groups
         # `weight` registered before `conv_offset`: mmcv's key order.
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.register_parameter("bias", None)  # mmcv has none; a folded BatchNorm adds one (not in checkpoints)
         self.conv_offset = nn.Conv2d(
             in_channels,
             deform_groups * 2 * kernel_size * kernel_size,
@@ -97,7 +98,7 @@ class DeformConv2d(nn.Module):
             x,
             offset,
             self.weight,
-            None,
+            self.bias,  # None unless prepare_for_inference folded a BatchNorm into this conv
             stride=(self.stride, self.stride),
             padding=(self.padding, self.padding),
             dilation=(self.dilation, self.dilation),

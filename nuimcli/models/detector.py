@@ -13,6 +13,8 @@ one-image call (all nuImages images are 1600x900, so they always batch).
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -85,6 +87,16 @@ class Detector(nn.Module):
         self.std = tuple(float(s) for s in std)
         self.to_rgb = bool(to_rgb)
         self.size_divisor = int(size_divisor)
+        #: reduced precision for inference (``prepare_for_inference(half=True)``); None: float32.
+        self.autocast_dtype: Optional[torch.dtype] = None
+
+    def train(self, mode: bool = True) -> "Detector":
+        """Switch mode; a model folded for inference (``inference_only``) refuses training mode."""
+        if mode and getattr(self, "inference_only", False):
+            from nuimcli.models.inference_mode import refuse_inference_only
+
+            refuse_inference_only(self, "train")
+        return super().train(mode)
 
     # ------------------------------------------------------------------ network pieces
     @property
@@ -106,7 +118,9 @@ class Detector(nn.Module):
         Returns:
             :class:`~nuimcli.models.roi_heads.RoIDetections` per image (original frame).
         """
-        with torch.no_grad():
+        dtype = getattr(self, "autocast_dtype", None)
+        amp = torch.autocast(images.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.no_grad(), amp:
             feats = self.extract_feat(images)
             cls_scores, bbox_preds = self.rpn_head(feats)
             proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, [m.img_shape for m in img_metas])
@@ -168,8 +182,9 @@ class Detector(nn.Module):
         semantic = None
         if det.semantic_logits is not None:
             semantic = semantic_map(det.semantic_logits, meta)
-        return Prediction(boxes=det.boxes.detach().cpu().numpy().astype(np.float32),
-                          scores=det.scores.detach().cpu().numpy().astype(np.float32),
+        # .float() first: numpy has no bfloat16 (a --half model on CPU)
+        return Prediction(boxes=det.boxes.detach().float().cpu().numpy(),
+                          scores=det.scores.detach().float().cpu().numpy(),
                           labels=det.labels.detach().cpu().numpy().astype(np.int64),
                           masks=masks, semantic=semantic)
 
@@ -188,7 +203,7 @@ class Detector(nn.Module):
         images = list(images)
         batch_size = max(1, int(batch_size))
         was_training = self.training
-        self.eval()
+        self.eval()  # (restored below; an inference-only model was never training)
         device = next(self.parameters()).device
         try:
             inputs = [self.preprocess(load_image(im)) for im in images]

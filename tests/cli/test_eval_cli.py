@@ -138,8 +138,8 @@ def test_model_run_writes_results_that_evaluate_the_same(tmp_path, capsys, monke
         cv2.imwrite(str(tmp_path / f"samples/CAM_FRONT/img{i}.png"), img)
     seen = {}
 
-    def fake_load(name, preset=None, device="cpu", trust_checkpoint=False):
-        seen.update(name=name, preset=preset, device=device)
+    def fake_load(name, preset=None, device="cpu", trust_checkpoint=False, exact=False, half=False):
+        seen.update(name=name, preset=preset, device=device, exact=exact)
         return Oracle(ann)
 
     monkeypatch.setattr(nuimcli, "load", fake_load)
@@ -147,7 +147,7 @@ def test_model_run_writes_results_that_evaluate_the_same(tmp_path, capsys, monke
                           "--out", str(tmp_path / "o"), "--json", "--threads", "1")
     assert code == 0, err
     doc = json.loads(out)
-    assert seen == {"name": "some.pth", "preset": None, "device": "cpu"}
+    assert seen == {"name": "some.pth", "preset": None, "device": "cpu", "exact": False}  # fast by default
     assert doc["preset"] == "mask-rcnn-r18-tiny" and doc["bbox"]["AP"] == 1.0 and doc["segm"]["AP"] == 1.0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert len(results) == 3 and all(isinstance(r["segmentation"]["counts"], str) for r in results)

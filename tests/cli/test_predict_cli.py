@@ -48,12 +48,28 @@ def fake_load(monkeypatch):
 
     calls = []
 
-    def load(name, preset=None, device="cpu", trust_checkpoint=False):
+    def load(name, preset=None, device="cpu", trust_checkpoint=False, exact=False, half=False):
         calls.append((name, preset, device))
+        modes.append((exact, half))
         return Known(preset or "mask-rcnn-r18-tiny")
+
+    modes = load.modes = []
 
     monkeypatch.setattr(nuimcli, "load", load)
     return calls
+
+
+def test_exact_and_half_reach_the_loader(tmp_path, capsys, monkeypatch):
+    import nuimcli
+
+    modes = []
+    monkeypatch.setattr(nuimcli, "load", lambda name, exact=False, half=False, **kw: modes.append((exact, half))
+                        or Known())
+    files = images(tmp_path / "in", names=("a.jpg",))
+    assert call(capsys, "predict", str(files[0]), "-c", "m.pth", "--out", str(tmp_path / "o1"))[0] == 0
+    assert call(capsys, "predict", str(files[0]), "-c", "m.pth", "--out", str(tmp_path / "o2"),
+                "--exact", "--half")[0] == 0
+    assert modes == [(False, False), (True, True)]  # fast float32 by default
 
 
 def images(root: Path, names=("a.jpg", "b.jpg")) -> list[Path]:

@@ -434,3 +434,36 @@ def test_tiny_preset_overfits_synthetic_images(tmp_path, learning_seed):
     assert r["iters"] == OVERFIT_ITERS
     assert r["end"] <= 0.5 * r["start"], r
     assert r["ap50"] >= 0.5, r
+
+
+def test_save_best_and_keep_survive_resume(tmp_path, monkeypatch, capfd):
+    """--save-best bbox_mAP --keep 1 over 3 epochs whose val bbox_mAP is .5, .2, .3, stopped after
+    epoch 2 and resumed: best.pth stays epoch 1 (the resumed run remembers .5 beats .3), only
+    epoch_3.pth is left, latest.pth points at it."""
+    import nuimcli.engine.evaluate as ev
+
+    ann = make_set(tmp_path)
+    values = iter([0.5, 0.2, 0.3])
+    monkeypatch.setattr(ev, "evaluate_detector", lambda *a, **k: {"bbox_mAP": next(values), "segm_mAP": 0.1})
+    o = dict(val_ann=ann, save_best="bbox_mAP", keep=1)
+    Trainer(toy_preset(), opts(tmp_path, ann, max_iters=4, **o), model=ToyDetector()).run()
+    work = tmp_path / "work"
+    assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_2.pth"]
+    assert json.loads((work / "best.json").read_text())["epoch"] == 1
+    Trainer(toy_preset(), opts(tmp_path, ann, resume="latest", **o), model=ToyDetector()).run()
+    assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_3.pth"]
+    assert os.path.realpath(work / "latest.pth") == str((work / "epoch_3.pth").resolve())
+    best = json.loads((work / "best.json").read_text())
+    assert best == {"metric": "bbox_mAP", "value": 0.5, "epoch": 1, "file": "epoch_1.pth"}
+    ck = torch.load(work / "best.pth", weights_only=False)
+    assert ck["meta"]["epoch"] == 1 and ck["meta"]["iter"] == 2  # epoch 1's file, though it was deleted
+    err = capfd.readouterr().err
+    assert "best.pth is now epoch 1 (bbox_mAP 0.5000)" in err and "epoch 1 (bbox_mAP 0.5000) stays best.pth" in err
+
+
+def test_save_best_needs_a_val_split_and_a_known_metric(tmp_path):
+    ann = make_set(tmp_path)
+    with pytest.raises(UserError, match="--save-best needs the end-of-epoch evaluation"):
+        Trainer(toy_preset(), opts(tmp_path, ann, save_best="bbox_mAP"), model=ToyDetector()).run()
+    with pytest.raises(UserError, match="choose one of bbox_mAP, segm_mAP"):
+        Trainer(toy_preset(), opts(tmp_path, ann, val_ann=ann, save_best="AP"), model=ToyDetector()).run()

@@ -161,7 +161,7 @@ def tiny_ckpt(tmp_path_factory):
 
 def test_checkpoint_round_trip_identical_outputs(tiny_ckpt):
     path, model = tiny_ckpt
-    loaded = nuimcli.load(path)
+    loaded = nuimcli.load(path, exact=True)  # exact: the saved model, bit for bit
     assert not loaded.training and loaded.preset.name == "mask-rcnn-r18-tiny"
     assert loaded.preset.data.test_scale == [128, 80]  # the saved (overridden) preset, not the file's defaults
     imgs = _images()

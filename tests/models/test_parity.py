@@ -184,3 +184,22 @@ def test_mask_pixels_at_the_threshold_are_set_aside_and_counted():
     rep = C.Report()
     C.compare_mask(rep, ours, theirs[i], box, 0, lambda: np.zeros_like(ties))  # decided pixels: a failure
     assert rep.failures and rep.figures["mask_iou_raw_min"] < 0.99
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_default_mode_matches_mmdet(arch, image, backbone_cache):
+    """The default inference mode (BatchNorm folded, channels-last: ``prepare_for_inference``)
+    meets the same tolerances against mmdet as the exact path; the backbone runs folded here
+    (not from the cache of the exact backbone's outputs)."""
+    from nuimcli.models.inference_mode import prepare_for_inference
+
+    fx = _fixture(arch)
+    regen = P.calibrated_model(MANIFEST["archs"][arch]["preset"], image, seed=MANIFEST["seed"],
+                               test_scale=MANIFEST["test_scale"], dcn_offset_std=MANIFEST["dcn_offset_std"],
+                               cache=backbone_cache)
+    fast = prepare_for_inference(regen.model)
+    assert fast is not regen.model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
+    ours = P.trace(fast, image, None, proposals=fx["proposals"])
+    rep = C.compare(fast, ours, fx)
+    print(f"{arch} (fast): {rep.summary()}")
+    assert not rep.failures, f"{arch} fast: {len(rep.failures)} differences from mmdet:\n" + "\n".join(rep.failures[:20])

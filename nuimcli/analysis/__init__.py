@@ -1,0 +1,1 @@
+"""Diagnostics computed from ground truth and results: PR data, confusion matrix, COCO error analysis, dataset statistics."""

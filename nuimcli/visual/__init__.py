@@ -1,0 +1,1 @@
+"""Drawing and figures: the shared class palette, instances on images, matplotlib figures."""

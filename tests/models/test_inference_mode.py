@@ -1,0 +1,123 @@
+"""prepare_for_inference: BatchNorm folding, channels-last, the inference-only guard, --half."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nuimcli.checkpoints import save_checkpoint
+from nuimcli.errors import UserError
+from nuimcli.models.backbones import DeformConv2d
+from nuimcli.models.build import build_model
+from nuimcli.models.inference_mode import fold_batchnorm, fold_conv_bn, prepare_for_inference
+from nuimcli.presets import load_preset
+from nuimcli.testing.random_weights import randomize, synthetic_image
+
+
+def _random_bn(bn: nn.BatchNorm2d, g: torch.Generator) -> None:
+    n = bn.num_features
+    bn.weight.data = torch.rand(n, generator=g) + 0.5
+    bn.bias.data = torch.randn(n, generator=g)
+    bn.running_mean.copy_(torch.randn(n, generator=g))
+    bn.running_var.copy_(torch.rand(n, generator=g) + 0.1)
+
+
+@pytest.mark.parametrize("make_conv", [lambda: nn.Conv2d(4, 6, 3, padding=1, bias=False),
+                                       lambda: nn.Conv2d(4, 6, 1, stride=2, bias=True),
+                                       lambda: DeformConv2d(4, 6, 3, padding=1)])
+def test_fold_conv_bn_equals_conv_then_bn(make_conv):
+    g = torch.Generator().manual_seed(0)
+    conv, bn = make_conv(), nn.BatchNorm2d(6).eval()
+    _random_bn(bn, g)
+    if isinstance(conv, DeformConv2d):  # non-zero offsets, so the deformable path is exercised
+        nn.init.normal_(conv.conv_offset.weight, std=0.1)
+    x = torch.randn(2, 4, 9, 11, generator=g)
+    with torch.no_grad():
+        want = bn(conv(x))
+        fold_conv_bn(conv, bn)
+        got = conv(x)
+    assert conv.bias is not None
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = build_model(load_preset("mask-rcnn-r18-tiny")).eval()
+    randomize(model, 0)
+    return model
+
+
+def test_fold_batchnorm_removes_every_backbone_bn_and_keeps_outputs(tiny):
+    import copy
+
+    backbone = copy.deepcopy(tiny.backbone)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        want = backbone(x)
+        assert fold_batchnorm(backbone) == n_bn > 0
+        got = backbone(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_prepare_folds_a_copy_and_leaves_the_model_and_its_state_dict_alone(tiny):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    fast = prepare_for_inference(tiny)
+    assert fast is not tiny and fast.inference_only and fast.backbone.channels_last is True
+    after = tiny.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not getattr(tiny, "inference_only", False)
+    img = synthetic_image(160, 96, 1)
+    exact, quick = tiny.predict([img])[0], fast.predict([img])[0]
+    assert len(exact) == len(quick) > 0
+    np.testing.assert_array_equal(exact.labels, quick.labels)
+    np.testing.assert_allclose(quick.boxes, exact.boxes, atol=0.05)
+    np.testing.assert_allclose(quick.scores, exact.scores, atol=1e-3)
+
+
+def test_exact_mode_is_bit_identical(tiny):
+    img = synthetic_image(160, 96, 2)
+    a, b = tiny.predict([img])[0], prepare_for_inference(tiny, exact=True).predict([img])[0]
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.masks, b.masks)
+
+
+def test_folded_model_refuses_training_and_saving(tiny, tmp_path):
+    fast = prepare_for_inference(tiny)
+    with pytest.raises(UserError, match="prepared for inference"):
+        fast.train()
+    with pytest.raises(UserError, match="prepared for inference"):
+        save_checkpoint(tmp_path / "x.pth", fast, tiny.preset)
+    assert not (tmp_path / "x.pth").exists()
+    with pytest.raises(UserError, match="unprepared"):
+        prepare_for_inference(fast, exact=True)
+
+
+def test_half_on_cpu_is_bfloat16_and_can_be_refused(tiny, monkeypatch):
+    from nuimcli.models import inference_mode
+
+    bf = prepare_for_inference(tiny, half=True)
+    assert bf.autocast_dtype == torch.bfloat16
+    img = synthetic_image(160, 96, 3)
+    p = bf.predict([img])[0]
+    assert p.boxes.dtype == np.float32 and p.scores.dtype == np.float32 and p.masks.dtype == bool
+    assert len(p) > 0
+    monkeypatch.setattr(inference_mode, "CPU_HALF_OFFERED", False)
+    with pytest.raises(UserError, match="--half needs a CUDA device"):
+        prepare_for_inference(tiny, half=True)
+    assert prepare_for_inference(tiny, half=torch.bfloat16).autocast_dtype == torch.bfloat16  # explicit: allowed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_half_on_cuda_is_float16(tiny):
+    import copy
+
+    fast = prepare_for_inference(copy.deepcopy(tiny).cuda(), half=True, copy_model=False)
+    assert fast.autocast_dtype == torch.float16
+    assert len(fast.predict([synthetic_image(160, 96, 3)])[0]) >= 0
