@@ -62,17 +62,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_source_model(model: Optional[str], preset: Optional[str], random_weights: Optional[str],
                        trust: bool = False, seed: int = 0,
-                       calib_size: Optional[tuple[int, int]] = None) -> torch.nn.Module:
+                       calib_size: Optional[tuple[int, int]] = None, exact: bool = False) -> torch.nn.Module:
     """The model to export: ``model`` (zoo name / checkpoint file, through the one resolver) or,
     with ``random_weights``, that preset built with seeded, calibrated random weights
     (:mod:`nuimcli.testing.random_weights`: realistic detections for tests), calibrated on a
-    synthetic image of ``calib_size`` ``(W, H)`` (default the preset's test scale). Eval mode, CPU."""
+    synthetic image of ``calib_size`` ``(W, H)`` (default the preset's test scale). Eval mode, CPU;
+    a loaded file comes prepared by :func:`~nuimcli.engine.resolve.load_detector` (``exact``)."""
     if (model is None) == (random_weights is None):
         raise UserError("give MODEL (a zoo name or checkpoint file) or --random-weights PRESET, not both")
     if model is not None:
         from nuimcli.engine.resolve import load_detector
 
-        return load_detector(model, preset=preset, device="cpu", trust=trust)
+        return load_detector(model, preset=preset, device="cpu", trust=trust, exact=exact)
     from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor
     from nuimcli.models.build import build_model
     from nuimcli.presets import load_preset
@@ -93,13 +94,19 @@ def build_source_model(model: Optional[str], preset: Optional[str], random_weigh
     return det.eval()
 
 
-def _prepare_for_export(model: torch.nn.Module) -> torch.nn.Module:
-    """The one place the model is made ready for export (eval mode, no gradients).
+def _prepare_for_export(model: torch.nn.Module, exact: bool = False) -> torch.nn.Module:
+    """Make the model ready for export: what predict and eval run, through the one
+    :func:`~nuimcli.models.inference_mode.prepare_for_inference` (BatchNorm folded into the
+    convolutions, channels-last; ``exact``: mmdet's unfolded computation), eval mode, no gradients.
 
-    Inference speed-ups that keep the numbers (frozen-BN folding, issue 14 item 6) belong here,
-    so that the exported graph and the model it is verified against are the same computation.
+    The graph is traced from, and verified against, this same prepared model, so the check
+    compares the exported file with what ``nuim predict`` computes by default. float32 here:
+    ``--half`` converts the whole model afterwards (autocast does not survive tracing as a policy).
     """
-    model.eval()
+    from nuimcli.models.inference_mode import prepare_for_inference
+
+    # in place: the model was built or loaded for this export alone
+    model = prepare_for_inference(model, exact=exact, half=None, copy_model=False)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -143,7 +150,7 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
                  preset: Optional[str] = None, random_weights: Optional[str] = None,
                  input_size: Optional[tuple[int, int]] = None, dynamic: bool = False, half: bool = False,
                  device: str = "cpu", sample: Optional[Path] = None, threads: Optional[int] = None,
-                 trust: bool = False) -> ExportResult:
+                 trust: bool = False, exact: bool = False) -> ExportResult:
     """Export, verify, then write ``out`` (default ``<preset><suffix>`` in the working folder).
 
     Raises :class:`UserError` (exit 2) for bad input or an unsupported combination and
@@ -172,7 +179,8 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
     if threads:
         torch.set_num_threads(int(threads))
 
-    det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust, calib_size=input_size))
+    det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust, calib_size=input_size,
+                                                 exact=exact), exact=exact)
     p = det.preset
     w, h = input_size or (int(max(det.test_scale)), int(min(det.test_scale)))
     image = sample_image(w, h, sample)
