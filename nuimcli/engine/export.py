@@ -74,24 +74,12 @@ def build_source_model(model: Optional[str], preset: Optional[str], random_weigh
         from nuimcli.engine.resolve import load_detector
 
         return load_detector(model, preset=preset, device="cpu", trust=trust, exact=exact)
-    from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor
-    from nuimcli.models.build import build_model
     from nuimcli.presets import load_preset
-    from nuimcli.testing.random_weights import calibrate_bn, calibrate_heads, randomize, synthetic_image
+    from nuimcli.testing.random_weights import calibrated_model
 
     p = load_preset(random_weights)
-    torch.manual_seed(seed)
-    det = build_model(p).eval()
-    randomize(det, seed)
-    d = p.data
-    cw, ch = calib_size or (int(max(d.test_scale)), int(min(d.test_scale)))
-    img = synthetic_image(cw, ch, seed)
-    resized, _ = resize_keep_ratio(img, d.test_scale)
-    with torch.no_grad():
-        calibrate_bn(det.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))],
-                                             d.size_divisor))
-        calibrate_heads(det, lambda: det.predict([img]))
-    return det.eval()
+    cw, ch = calib_size or (int(max(p.data.test_scale)), int(min(p.data.test_scale)))
+    return calibrated_model(p, cw, ch, seed)
 
 
 def _prepare_for_export(model: torch.nn.Module, exact: bool = False) -> torch.nn.Module:
@@ -137,13 +125,9 @@ def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device,
         with torch.no_grad():
             out = module(torch.from_numpy(image).to(device))
         return tuple(o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out)
-    import onnxruntime as ort
+    from nuimcli.export.runtime import onnx_session
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return tuple(session.run(None, {"image": image}))
+    return tuple(onnx_session(path, threads).run(None, {"image": image}))
 
 
 def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] = None,
