@@ -14,7 +14,7 @@ from nuimcli.utils.progress import err_console, stdout_console
 
 FORMAT_HELP = ("onnx (torch.onnx's TorchScript-based exporter, opset 17, run with onnxruntime; needs "
                "`pip install \"nuimcli[export]\"`) or torchscript (torch.jit.trace: one .pt file that "
-               "torch.jit.load and C++ libtorch run without nuimcli; torch.export cannot capture the "
+               "torch.jit.load runs without nuimcli (with torchvision's ops); torch.export cannot capture the "
                "data-dependent detection counts of NMS).")
 
 
@@ -55,6 +55,8 @@ def export_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch and onnxruntime)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    exact: bool = typer.Option(False, "--exact", help="Export mmdet's unfolded computation (BatchNorm not folded, "
+                               "not channels-last) instead of the fast model `nuim predict` runs by default."),
 ) -> None:
     """Export a model to ONNX or TorchScript, checked before it is written.
 
@@ -73,7 +75,7 @@ def export_cmd(
     with err_console.status(f"exporting to {fmt} and checking the file…"):
         result = export_model(fmt=fmt, out=out, model=model, preset=preset, random_weights=random_weights,
                               input_size=size, dynamic=dynamic, half=half, device=device, sample=sample,
-                              threads=threads, trust=trust_checkpoint)
+                              threads=threads, trust=trust_checkpoint, exact=exact)
     doc = result.to_dict()
     if json_out:
         print(json.dumps(doc))

@@ -30,16 +30,16 @@ def ckpt(tmp_path_factory):
     from nuimcli.presets import load_preset
     from nuimcli.testing.random_weights import calibrated_model
 
-    p = load_preset("mask-rcnn-r18-tiny", ["data.test_scale=[320,180]"])
+    p = load_preset("mask-rcnn-r18-tiny", ["data.test_scale=[256,144]"])
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(path, calibrated_model(p, 320, 180), p)
+    save_checkpoint(path, calibrated_model(p, 256, 144), p)
     return str(path)
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", [pytest.param("torchscript", marks=pytest.mark.slow), "onnx"])
 def test_export_then_predict_and_eval_like_the_checkpoint(fmt, ckpt, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = call(capsys, "export", ckpt, "--format", fmt, "--input-size", "320x180", "--out", "m.model",
+    code, out, err = call(capsys, "export", ckpt, "--format", fmt, "--input-size", "256x144", "--out", "m.model",
                           "--threads", "2", "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -48,7 +48,7 @@ def test_export_then_predict_and_eval_like_the_checkpoint(fmt, ckpt, tmp_path, c
 
     # three images, two of another size and aspect ratio: resized outside the graph
     rel = []
-    for i, (w, h) in enumerate([(640, 360), (480, 270), (320, 180)]):
+    for i, (w, h) in enumerate([(512, 288), (384, 216), (256, 144)]):
         name = f"samples/CAM_FRONT/f{i}.png"
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / name), synthetic_image(w, h, i + 1))

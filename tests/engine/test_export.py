@@ -24,12 +24,12 @@ from nuimcli.testing.random_weights import calibrated_model, synthetic_image
 # Tiny versions of the three detectors (as tests/models/test_detector.py), small input.
 TINY = ["model.backbone.depth=18", "model.fpn_channels=64", "model.rpn.feat_channels=64",
         "model.roi.fc_out_channels=128", "model.rpn.test_nms_pre=300", "model.rpn.test_max_per_img=200",
-        "data.test_scale=[320,180]"]
+        "data.test_scale=[256,144]"]
 PRESETS = {"mask": "mask-rcnn-r50-1x", "cascade": "cascade-mask-rcnn-r50-1x", "htc": "htc-r50-1x",
            "dcn": "htc-x101-64x4d-dcn-coco20e-20e"}
 # the DCN row needs Bottleneck blocks: a plain ResNet-50 with DCN in c3-c5
 EXTRA = {"dcn": ["model.backbone.depth=50", "model.backbone.groups=1", "model.backbone.base_width=64"]}
-SIZE = (320, 180)
+SIZE = (256, 144)
 
 
 def tiny_checkpoint(kind: str, path) -> str:
@@ -92,7 +92,7 @@ def test_export_verifies_and_predicts_like_pytorch(kind, fmt, checkpoints, tmp_p
 
     exported = load_detector(str(out))
     assert exported.meta == m  # read back from the file itself
-    img = synthetic_image(480, 270, 1)  # resized to the input size outside the graph
+    img = synthetic_image(384, 216, 1)  # resized to the input size outside the graph
     _same(load_detector(checkpoints[kind]).predict([img]), exported.predict([img]))
 
 
