@@ -132,6 +132,7 @@ def _register_commands() -> None:
     from nuimcli.cli import convert_cmd  # noqa: F401
     from nuimcli.cli import demo_cmd  # noqa: F401
     from nuimcli.cli import eval_cmd, predict_cmd  # noqa: F401
+    from nuimcli.cli import export_cmd  # noqa: F401
     from nuimcli.cli import benchmark_cmd  # noqa: F401
     from nuimcli.cli import browse_cmd, plot_cmd, stats_cmd  # noqa: F401
 

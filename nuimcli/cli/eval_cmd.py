@@ -46,6 +46,16 @@ def render_metrics(doc: dict[str, Any], console: Console) -> None:
         for name in doc[types[0]]["per_class"]:
             pc.add_row(name, *(_fmt(doc[k]["per_class"].get(name)) for k in types))
         console.print(pc)
+    sem = doc.get("semantic")
+    if sem:
+        st = Table(title="semantic IoU (%)", caption=f"{sem['images']} images, {sem['classes']} classes in the "
+                                                      "ground truth, index 0 ignored")
+        st.add_column("class")
+        st.add_column("IoU", justify="right")
+        for name, v in sem["per_class"].items():
+            st.add_row(name, _fmt(v))
+        st.add_row("[bold]mIoU[/]", f"[bold]{_fmt(sem['mIoU'])}[/]")
+        console.print(st)
     ref = doc.get("reference")
     if ref:
         console.print(f"results table (row {ref['row']}, {ref['preset']}): box AP {_fmt_ref(ref['box_ap'])}, "
@@ -81,6 +91,10 @@ def eval_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    semantic_root: Optional[Path] = typer.Option(None, "--semantic-root", help="Ground-truth semantic PNGs, for "
+                                                 "the semantic IoU of presets with a semantic head (default: "
+                                                 "semantic_masks/ next to the annotation file, as `nuim convert` "
+                                                 "writes it)."),
     exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
     half: bool = typer.Option(False, "--half", help=HALF_HELP),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Write PR curves, confusion matrices, the COCO error "
@@ -121,9 +135,13 @@ def eval_cmd(
             metrics = evaluate_results(results_file, ann, reference_compat=reference_compat)
         doc = {"results_file": str(results_file), "ann_file": str(ann), **metrics.to_dict()}
     else:
+        sem_root = semantic_root or ann.parent / "semantic_masks"
+        if semantic_root is not None and not semantic_root.is_dir():
+            raise UserError(f"--semantic-root {semantic_root}: no such folder")
         got = evaluate_checkpoint(checkpoint, ann, data_root, preset=preset, reference_compat=reference_compat,
                                   batch_size=batch_size, device=device, gpus=gpus, threads=threads, seed=seed,
-                                  trust_checkpoint=trust_checkpoint, exact=exact, half=half)
+                                  trust_checkpoint=trust_checkpoint, exact=exact, half=half,
+                                  semantic_root=sem_root if sem_root.is_dir() else None)
         if got is None:  # a non-zero rank under torchrun
             return
         doc, results = got

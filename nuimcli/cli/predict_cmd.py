@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nuimcli.cli import EXACT_HELP, HALF_HELP, TRUST_HELP, app
-from nuimcli.errors import PartialFailure
+from nuimcli.errors import PartialFailure, UserError
 from nuimcli.utils.device import AUTO
 from nuimcli.utils.progress import stdout_console
 
@@ -58,10 +58,17 @@ def render_summary(items: list, title: str, console: Console) -> None:
         console.print(ft)
 
 
+def check_out_dir_early(out: Path) -> None:
+    """--out checked before the model is loaded (or downloaded)."""
+    from nuimcli.utils.paths import check_out_dir
+
+    check_out_dir(out, "--out")
+
+
 @app.command("predict")
 def predict_cmd(
-    inputs: List[str] = typer.Argument(..., help="Image files, folders (their images) or glob patterns "
-                                       "(quote them: 'imgs/*.jpg')."),
+    inputs: Optional[List[str]] = typer.Argument(None, help="Image files, folders (their images) or glob patterns "
+                                                 "(quote them: 'imgs/*.jpg'), or video files (.mp4, .mov, .mkv …)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo name "
                                              "(default: the preset's released file, or the best released one)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Preset of the checkpoint (when the file cannot "
@@ -73,16 +80,51 @@ def predict_cmd(
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
     show_semantic: bool = typer.Option(False, "--show-semantic", help="Also paint HTC's semantic map "
                                        "(presets with a semantic head)."),
+    semantic: bool = typer.Option(False, "--semantic", help="Also save HTC's semantic map as a PNG in the devkit "
+                                  "index encoding of `nuim convert`'s semantic PNGs (<stem>_semantic.png; for "
+                                  "videos <name>_semantic/<frame>.png)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="torch seed (inference is deterministic; kept for repeatability)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
+    gif: bool = typer.Option(False, "--gif", help="Videos: also write an animated <name>.gif."),
+    every: int = typer.Option(1, "--every", min=1, help="Videos and sequences: predict every N-th frame."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Videos and sequences: stop "
+                                             "after this many predicted frames."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of the written video (default: the "
+                                        "input's, the nuImages timestamps', or 10 for images)."),
+    as_video: Optional[str] = typer.Option(None, "--as-video", help="Join the input images (sorted) into one "
+                                           "annotated NAME.mp4 + NAME.jsonl."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="nuImages root, with --sample or --log."),
+    version: str = typer.Option("v1.0-mini", "--version", help="nuImages version, with --data-root."),
+    sample: Optional[str] = typer.Option(None, "--sample", help="nuImages sample token: its sweeps and key frame "
+                                         "as one video."),
+    log: Optional[str] = typer.Option(None, "--log", help="nuImages log (logfile or token): every sample of it "
+                                      "on --camera, one video."),
+    camera: Optional[str] = typer.Option(None, "--camera", help="Camera channel for --log, e.g. CAM_FRONT."),
+    json_out: bool = typer.Option(False, "--json", help="Videos and sequences: print the results as JSON."),
     exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
     half: bool = typer.Option(False, "--half", help=HALF_HELP),
 ) -> None:
     """Detect objects in images: writes <out>/<stem>.jpg (masks, boxes, classes, scores at the input's size) and <out>/<stem>.json (boxes x1,y1,x2,y2, scores, classes, RLE masks).
 
+    Videos, --as-video and --data-root with --sample/--log write <out>/<name>.mp4 (H.264) and <name>.jsonl (one line per frame).
     Unreadable inputs are reported and skipped (exit code 1).
     """
+    from nuimcli.engine.sequences import wants_streams
+
+    inputs = inputs or []
+    if wants_streams(inputs, as_video, sample is not None or log is not None or data_root is not None):
+        from nuimcli.cli.predict_video import run_streams
+
+        check_out_dir_early(out)
+        return run_streams(inputs, out, checkpoint=checkpoint, preset=preset, device=device, score_thr=score_thr,
+                           batch_size=batch_size, threads=threads, seed=seed, trust_checkpoint=trust_checkpoint,
+                           gif=gif, every=every, max_frames=max_frames, fps=fps, as_video=as_video,
+                           data_root=data_root, version=version, sample=sample, log=log, camera=camera,
+                           json_out=json_out, exact=exact, half=half, show_semantic=show_semantic,
+                           semantic=semantic)
+    if not inputs:
+        raise UserError("give image files, folders or glob patterns (or a video, or --data-root with --sample)")
     from nuimcli.cli.interrupt import on_interrupt
     from nuimcli.engine.predict import predict_checkpoint
     from nuimcli.utils.paths import check_out_dir
@@ -92,7 +134,8 @@ def predict_cmd(
                  note="it predicts every input again")
     model, items = predict_checkpoint(inputs, out, checkpoint=checkpoint, preset=preset, device=device,
                                       score_thr=score_thr, batch_size=batch_size, show_semantic=show_semantic,
-                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint, exact=exact, half=half)
+                                      threads=threads, seed=seed, trust_checkpoint=trust_checkpoint, exact=exact, half=half,
+                                      semantic=semantic)
     render_summary(items, f"nuim predict ({model.preset.name}, score ≥ {score_thr:g}) → {out}", stdout_console())
     failed = [it for it in items if not it.ok]
     if failed:

@@ -137,6 +137,7 @@ def infer_results(
     batch_size: int = 2,
     progress: bool = True,
     distributed: bool = True,
+    semantic: Any = None,
 ) -> list[dict]:
     """Predict every image (``images``: COCO image entries, ``file_name`` relative to
     ``data_root``) and return the COCO results list, in image order.
@@ -144,6 +145,8 @@ def infer_results(
     Distributed (``torch.distributed`` initialised and ``distributed``): this rank predicts
     images ``rank::world_size``; rank 0 returns everything (gathered), the other ranks ``[]``.
     Every rank must call it then. ``distributed=False``: this process predicts all images.
+    ``semantic``: a :class:`~nuimcli.engine.semantic.SemanticEval` that counts each predicted
+    semantic map against its ground-truth PNG (summed over the ranks onto rank 0's).
     """
     import torch
 
@@ -172,9 +175,15 @@ def infer_results(
                 preds = model.predict(arrays, batch_size=batch_size)
             for i, pred in zip(idxs, preds):
                 per_image.append((i, prediction_to_coco(pred, images[i]["id"], cat_ids)))
+                if semantic is not None and pred.semantic is not None:
+                    semantic.add(images[i]["file_name"], pred.semantic)
             if show:
                 bar.update(task, advance=len(idxs))
     gathered = gather_to_rank0(per_image, distributed)
+    if semantic is not None:
+        counts = gather_to_rank0((semantic.iou.confusion, semantic.iou.images), distributed)
+        if counts is not None:
+            semantic.merge([c for c, _ in counts], sum(n for _, n in counts))
     if gathered is None:
         return []
     merged = sorted((item for part in gathered for item in part), key=lambda t: t[0])
@@ -195,6 +204,7 @@ class EvalOutput:
 
     metrics: Optional[CocoMetrics]
     results: Optional[list[dict]]
+    semantic: Optional[dict] = None  #: IoU per class and mIoU (a model with a semantic head)
 
 
 def evaluate_model(
@@ -205,16 +215,23 @@ def evaluate_model(
     reference_compat: bool = False,
     progress: bool = True,
     distributed: bool = True,
+    semantic_root: Optional[str | os.PathLike] = None,
 ) -> EvalOutput:
     """Batched inference over every image of ``ann_file`` (images under ``data_root``), then COCO
     box and mask metrics. ``model`` is a :class:`~nuimcli.models.detector.Detector` (anything
     with ``predict(list_of_BGR_arrays, batch_size) -> list[Prediction]``); under an initialised
-    ``torch.distributed`` (and ``distributed``) every rank must call it, see :func:`infer_results`."""
+    ``torch.distributed`` (and ``distributed``) every rank must call it, see :func:`infer_results`.
+    ``semantic_root``: folder of the ground-truth semantic PNGs; with it, a model that predicts a
+    semantic map also gets semantic IoU per class and mIoU (:mod:`nuimcli.engine.semantic`)."""
+    from nuimcli.engine.semantic import SemanticEval
+
     gt = load_ground_truth(ann_file)
     classes = model_classes(model)
     cat_ids = category_ids_for_labels(gt, f"annotation file {ann_file}", classes)
+    sem = SemanticEval(semantic_root) if semantic_root is not None and getattr(model, "has_semantic_head", False) \
+        else None
     results = infer_results(model, gt["images"], data_root, cat_ids, batch_size=batch_size, progress=progress,
-                            distributed=distributed)
+                            distributed=distributed, semantic=sem)
     rank, _ = _dist_info(distributed)
     if rank != 0:
         return EvalOutput(metrics=None, results=None)
@@ -225,7 +242,7 @@ def evaluate_model(
             metrics = evaluate_results(results, gt, reference_compat=reference_compat, classes=classes)
     else:
         metrics = evaluate_results(results, gt, reference_compat=reference_compat, classes=classes)
-    return EvalOutput(metrics=metrics, results=results)
+    return EvalOutput(metrics=metrics, results=results, semantic=sem.result() if sem is not None else None)
 
 
 def check_eval_inputs(ann_file: str | os.PathLike, data_root: str | os.PathLike,
@@ -288,6 +305,7 @@ def evaluate_checkpoint(
     trust_checkpoint: bool = False,
     exact: bool = False,
     half: bool = False,
+    semantic_root: Optional[Path] = None,
 ) -> Optional[tuple[dict[str, Any], list[dict]]]:
     """The library entry point of ``nuim eval --checkpoint``: load ``checkpoint`` (a file, URL or
     zoo name; downloaded once per node) in every process of the job, predict the split, and
@@ -297,29 +315,34 @@ def evaluate_checkpoint(
     CPU); a worker's exception is raised here as itself. The document holds the checkpoint, the
     preset, the annotation file, the metrics and, for a results-table row, its published numbers.
     ``exact`` / ``half``: see :func:`nuimcli.models.inference_mode.prepare_for_inference`.
+    ``semantic_root``: ground-truth semantic PNGs; a model with a semantic head then also gets
+    the document's ``semantic`` section (IoU per class, mIoU).
     """
     from nuimcli.engine.launch import launch
 
     return launch(_evaluate_rank, (checkpoint, Path(ann_file), Path(data_root), preset, reference_compat, batch_size,
-                                   threads, seed, trust_checkpoint, exact, half), gpus=gpus, device=device)
+                                   threads, seed, trust_checkpoint, exact, half, semantic_root), gpus=gpus, device=device)
 
 
 def _evaluate_rank(world: Any, device: str, checkpoint: str, ann: Path, data_root: Path, preset: Optional[str],
                    reference_compat: bool, batch_size: int, threads: Optional[int], seed: int,
-                   trust_checkpoint: bool, exact: bool = False,
-                   half: bool = False) -> Optional[tuple[dict[str, Any], list[dict]]]:
+                   trust_checkpoint: bool, exact: bool = False, half: bool = False,
+                   semantic_root: Optional[Path] = None) -> Optional[tuple[dict[str, Any], list[dict]]]:
     import nuimcli
     from nuimcli.utils.seeding import setup_process
 
     setup_process(threads, seed)
     model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint,
                          exact=exact, half=half)
-    out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat)
+    out = evaluate_model(model, ann, data_root, batch_size=batch_size, reference_compat=reference_compat,
+                         semantic_root=semantic_root)
     if out.metrics is None or out.results is None:
         return None
     p = model.preset
     doc: dict[str, Any] = {"checkpoint": str(checkpoint), "preset": p.name, "ann_file": str(ann),
                            **out.metrics.to_dict()}
+    if out.semantic is not None:
+        doc["semantic"] = out.semantic
     if p.release is not None and (p.release.box_ap is not None or p.release.mask_ap is not None):
         doc["reference"] = {"preset": p.name, "row": p.release.row, "box_ap": p.release.box_ap,
                             "mask_ap": p.release.mask_ap}

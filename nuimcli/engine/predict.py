@@ -52,6 +52,7 @@ class PredictItem:
     classes: dict[str, int] = field(default_factory=dict)  #: class name -> count (kept detections)
     image_out: Optional[str] = None
     json_out: Optional[str] = None
+    semantic_out: Optional[str] = None  #: <stem>_semantic.png with --semantic
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,13 +161,16 @@ def predict_files(
     batch_size: int = 2,
     show_semantic: bool = False,
     progress: bool = True,
+    semantic: bool = False,
 ) -> list[PredictItem]:
     """Predict every image named by ``inputs`` (files, folders, globs) and write the pictures and
     JSON files into ``out_dir``. Returns one :class:`PredictItem` per input file (and per argument
     that matched nothing), failures included, in input order.
 
     ``model``: a :class:`~nuimcli.models.detector.Detector` (``predict(arrays, batch_size)``).
-    Only detections with ``score >= score_thr`` are drawn and written.
+    Only detections with ``score >= score_thr`` are drawn and written. ``semantic``: also write
+    each image's semantic map as ``<stem>_semantic.png`` in the encoding of ``nuim convert``'s
+    semantic PNGs (devkit index per pixel; see :mod:`nuimcli.engine.semantic`).
     """
     import torch
 
@@ -200,13 +204,15 @@ def predict_files(
                 with torch.no_grad():
                     preds = model.predict(arrays, batch_size=batch_size)
                 for i, img, pred in zip(ok_idx, arrays, preds):
-                    _write_one(items[i], files[i], stems[i], out, img, pred, score_thr, show_semantic, classes)
+                    _write_one(items[i], files[i], stems[i], out, img, pred, score_thr, show_semantic, semantic,
+                               classes)
             bar.update(task, advance=len(chunk))
     return items + failed
 
 
 def _write_one(item: PredictItem, src: Path, stem: str, out: Path, img: np.ndarray, pred: Any,
-               score_thr: float, show_semantic: bool, classes: Sequence[str] = CLASSES) -> None:
+               score_thr: float, show_semantic: bool, semantic: bool = False,
+               classes: Sequence[str] = CLASSES) -> None:
     h, w = img.shape[:2]
     keep = np.asarray(pred.scores) >= score_thr
     dets = detection_records(pred, keep, classes)
@@ -217,8 +223,15 @@ def _write_one(item: PredictItem, src: Path, stem: str, out: Path, img: np.ndarr
     )
     jpg, js = out / f"{stem}.jpg", out / f"{stem}.json"
     _write_jpeg(jpg, picture)
-    atomic_write_json(js, {"image": src.name, "source": str(src), "width": w, "height": h,
-                           "score_thr": score_thr, "detections": dets}, indent=1)
+    record = {"image": src.name, "source": str(src), "width": w, "height": h, "score_thr": score_thr,
+              "detections": dets}
+    if semantic and pred.semantic is not None:
+        from nuimcli.engine.semantic import write_semantic_png
+
+        png = write_semantic_png(out / f"{stem}_semantic.png", pred.semantic)
+        record["semantic"] = png.name
+        item.semantic_out = str(png)
+    atomic_write_json(js, record, indent=1)
     item.ok, item.width, item.height = True, w, h
     item.num_detections = len(dets)
     item.classes = dict(Counter(d["category"] for d in dets).most_common())
@@ -255,6 +268,7 @@ def predict_checkpoint(
     trust_checkpoint: bool = False,
     exact: bool = False,
     half: bool = False,
+    semantic: bool = False,
 ) -> tuple[Any, list[PredictItem]]:
     """The library entry point of ``nuim predict``: load the model (``checkpoint`` a file, URL or
     zoo name; None: ``preset``'s released file, or the best released one) and run
@@ -262,28 +276,42 @@ def predict_checkpoint(
 
     Nothing readable among ``inputs``, or ``show_semantic`` for a model without a semantic head,
     is a :class:`UserError` raised before any prediction. ``exact`` / ``half``: see
-    :func:`nuimcli.models.inference_mode.prepare_for_inference`.
+    :func:`nuimcli.models.inference_mode.prepare_for_inference`. ``semantic``: also save each
+    semantic map (see :func:`predict_files`).
     """
+    files, _ = expand_inputs(inputs)
+    if not files:
+        raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
+                        "give image files, folders or glob patterns")
+    flags = [name for name, on in (("--show-semantic", show_semantic), ("--semantic", semantic)) if on]
+    model = load_predict_model(checkpoint, preset, device, threads, seed, trust_checkpoint, exact=exact, half=half,
+                               semantic_flags=flags)
+    items = predict_files(model, inputs, out_dir, score_thr=score_thr, batch_size=batch_size,
+                          show_semantic=show_semantic, semantic=semantic)
+    return model, items
+
+
+def load_predict_model(checkpoint: Optional[str], preset: Optional[str], device: str, threads: Optional[int],
+                       seed: int, trust_checkpoint: bool, exact: bool = False, half: bool = False,
+                       semantic_flags: Sequence[str] = ()) -> Any:
+    """The model of ``nuim predict`` — images, videos and sequences alike: ``checkpoint`` a file,
+    URL or zoo name (None: ``preset``'s released file, or the best released one), fast inference
+    unless ``exact``, ``half`` precision on request. ``semantic_flags``: the options given that
+    need a semantic head; on a model without one the first is refused (:class:`UserError`)."""
     import nuimcli
     from nuimcli.utils.device import resolve_device
     from nuimcli.utils.seeding import setup_process
 
     device = resolve_device(device)
     setup_process(threads, seed)
-    files, _ = expand_inputs(inputs)
-    if not files:
-        raise UserError(f"no readable input among {', '.join(inputs[:3])}{' …' if len(inputs) > 3 else ''}: "
-                        "give image files, folders or glob patterns")
     if checkpoint is None:
         checkpoint, preset = _released_file(preset), None
     model = nuimcli.load(checkpoint, preset=preset, device=device, trust_checkpoint=trust_checkpoint,
                          exact=exact, half=half)
-    if show_semantic and not model.has_semantic_head:
-        raise UserError(f"--show-semantic: preset '{model.preset.name}' has no semantic head "
+    if semantic_flags and not model.has_semantic_head:
+        raise UserError(f"{semantic_flags[0]}: preset '{model.preset.name}' has no semantic head "
                         "(the HTC presets except htc-r50-nosemantic-1x have one)")
-    items = predict_files(model, inputs, out_dir, score_thr=score_thr, batch_size=batch_size,
-                          show_semantic=show_semantic)
-    return model, items
+    return model
 
 
 def _released_file(preset: Optional[str]) -> str:

@@ -41,6 +41,8 @@ def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device:
     ``trust``: read a file that pickles Python objects besides tensors although no preset names
     it (see :func:`nuimcli.checkpoints.load_checkpoint`). ``exact`` / ``half``: see
     :func:`nuimcli.models.inference_mode.prepare_for_inference` (default: folded BN, channels-last).
+    A file written by ``nuim export`` gives an :class:`~nuimcli.export.runtime.ExportedModel`
+    (same ``predict`` contract) instead; ``exact``/``half`` do not apply to it (fixed at export).
     """
     import torch
 
@@ -49,6 +51,14 @@ def load_detector(spec: str | os.PathLike, preset: Optional[str] = None, device:
 
     dev = torch.device(resolve_device(str(device), what="device"))
     found = resolve(spec)
+    from nuimcli.export.formats import detect_format
+
+    if detect_format(found.path) is not None:
+        # a file written by `nuim export` (recognised by content): same predict() contract, so
+        # predict and eval run it unchanged; it runs on the CPU (onnxruntime / torch.jit)
+        from nuimcli.export.runtime import load_exported
+
+        return load_exported(found.path)  # type: ignore[return-value]
     model = build_from_checkpoint(found.path, preset or found.preset, trust=trust)
     from nuimcli.models.inference_mode import prepare_for_inference
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -197,6 +197,17 @@ class Detector(nn.Module):
                           scores=det.scores.detach().float().cpu().numpy(),
                           labels=det.labels.detach().cpu().numpy().astype(np.int64),
                           masks=masks, semantic=semantic)
+
+    def predict_video(self, path: str, batch_size: int = 2, every: int = 1,
+                      max_frames: Optional[int] = None) -> "Iterator[tuple[int, float, Prediction]]":
+        """Detect objects in every frame of a video file (every ``every``-th, at most
+        ``max_frames``), yielding ``(frame index, seconds, Prediction)`` as frames are done —
+        decoding runs in a thread ahead of the model, memory stays a few frames. Writing an
+        annotated video is :func:`nuimcli.engine.sequences.predict_video_file` (``nuim predict
+        clip.mp4``)."""
+        from nuimcli.engine.video import predict_video
+
+        return predict_video(self, path, batch_size=batch_size, every=every, max_frames=max_frames)
 
     def predict(self, images: Union[ImageLike, Sequence[ImageLike]], batch_size: int = 2) -> list[Prediction]:
         """Detect objects in images.

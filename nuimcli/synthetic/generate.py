@@ -79,14 +79,15 @@ def _write_images(root: Path, scene: Scene, frames: SampleFrames, image_rng: np.
 def generate_nuimages(root, version="v1.0-mini", num_samples=8, width=1600, height=900,
                       seed=0, sweeps_per_sample=2, objects_per_image=(3, 12),
                       null_mask_fraction=0.05, write_images=True, jpeg_quality=90,
-                      token_prefix=None) -> SyntheticSummary:
+                      token_prefix=None, sweeps_after_sample=0) -> SyntheticSummary:
     """Write a synthetic nuImages version in the official schema under ``root``.
 
     Writes ``<root>/<version>/{attribute,calibrated_sensor,category,ego_pose,log,object_ann,
     sample,sample_data,sensor,surface_ann}.json`` and, if ``write_images``,
     ``<root>/samples/<CAM>/<logfile>__<CAM>__<timestamp>.jpg`` (one key frame per sample) and
     ``<root>/sweeps/<CAM>/...jpg`` (``sweeps_per_sample`` unannotated frames at 2 Hz before each
-    key frame, chained to it by ``prev``/``next``).
+    key frame, chained to it by ``prev``/``next``; ``sweeps_after_sample`` more after it, as in the
+    real release's 6 + 6 — default 0 so that existing sets stay byte-identical).
 
     Each key frame gets ``objects_per_image`` = (min, max) objects (inclusive). Objects are
     placed far to near, each keeping at least 30% of its shape visible; one that finds no place
@@ -104,6 +105,9 @@ def generate_nuimages(root, version="v1.0-mini", num_samples=8, width=1600, heig
     root = Path(root)
     num_samples, width, height = int(num_samples), int(width), int(height)
     sweeps_per_sample = int(sweeps_per_sample)
+    sweeps_after_sample = int(sweeps_after_sample)
+    if sweeps_after_sample < 0:
+        raise UserError(f"synthetic: sweeps_after_sample must be >= 0, got {sweeps_after_sample}")
     prefix = _DEFAULT_PREFIX if token_prefix is None else str(token_prefix)
     namespace = f"{prefix}/{version}/{int(seed)}"
     rng = rng_stream(int(seed), version, prefix)
@@ -123,13 +127,13 @@ def generate_nuimages(root, version="v1.0-mini", num_samples=8, width=1600, heig
 
     sample, sample_data, ego_pose, object_ann, surface_ann = [], [], [], [], []
     summary = SyntheticSummary(root=root, version=version, num_key_frames=num_samples,
-                               num_sweeps=num_samples * sweeps_per_sample, num_objects=0,
+                               num_sweeps=num_samples * (sweeps_per_sample + sweeps_after_sample), num_objects=0,
                                num_null_masks=0, width=width, height=height)
     clock: dict[int, int] = {}  # log index -> timestamp of its last key frame
     for si in range(num_samples):
         li = si * len(logs) // num_samples
         frames = record_sample(rng, namespace, si, logs[li], clock.get(li, logs[li].start_us),
-                               sweeps_per_sample, width, height)
+                               sweeps_per_sample, width, height, sweeps_after_sample)
         clock[li] = frames.sample["timestamp"]
         ego_pose += frames.ego_pose
         sample_data += frames.sample_data

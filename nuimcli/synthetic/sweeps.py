@@ -1,4 +1,4 @@
-"""One sample: its camera, the key frame and the sweeps before it (2 Hz, chained by
+"""One sample: its camera, the key frame and the sweeps before and after it (2 Hz, chained by
 ``prev``/``next``), their ego poses, and the ``sample`` row."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ SWEEP_INTERVAL_US = 500_000  # sweeps are 2 Hz
 
 @dataclass
 class SampleFrames:
-    """The rows of one sample. ``sample_data`` and ``steps`` run oldest sweep first, key frame
-    last; ``steps[i]`` is how many sweep intervals frame ``i`` lies before the key frame."""
+    """The rows of one sample. ``sample_data`` and ``steps`` run in time order (oldest sweep
+    first); ``steps[i]`` is how many sweep intervals frame ``i`` lies before the key frame
+    (0 the key frame, negative for the sweeps after it)."""
 
     camera: str
     sample: dict
@@ -29,13 +30,14 @@ class SampleFrames:
     @property
     def key_token(self) -> str:
         """The key frame's sample_data token."""
-        return self.sample_data[-1]["token"]
+        return self.sample_data[self.steps.index(0)]["token"]
 
 
 def record_sample(rng: np.random.Generator, namespace: str, index: int, log: Log, after_us: int,
-                  sweeps_per_sample: int, width: int, height: int) -> SampleFrames:
+                  sweeps_per_sample: int, width: int, height: int, sweeps_after: int = 0) -> SampleFrames:
     """Sample ``index`` of ``log``: a random camera, a key frame 8-40 s (plus its sweeps) after
-    ``after_us``, the ego moving at a constant speed and yaw rate since the log started."""
+    ``after_us``, the ego moving at a constant speed and yaw rate since the log started;
+    ``sweeps_per_sample`` sweeps before the key frame and ``sweeps_after`` after it."""
     camera = CAMERAS[int(rng.integers(len(CAMERAS)))]
     t = after_us + int(rng.integers(8_000_000, 40_000_000))
     key_ts = t + (sweeps_per_sample + 1) * SWEEP_INTERVAL_US
@@ -45,19 +47,26 @@ def record_sample(rng: np.random.Generator, namespace: str, index: int, log: Log
     chain = []
     for k in range(sweeps_per_sample, -1, -1):  # oldest sweep first, key frame last
         ts = key_ts - k * SWEEP_INTERVAL_US + (int(rng.integers(-4000, 4001)) if k else 0)
-        chain.append((k, ts, make_token(namespace, "sample_data", f"{index}/{k}")))
+        chain.append((k, ts, make_token(namespace, "sample_data", f"{index}/{k}"), rng))
+    # The sweeps after the key frame draw from their own stream, so that a set written before
+    # they existed (sweeps_after=0) comes out byte-identical: converter goldens depend on it.
+    after_rng = np.random.default_rng([index, 0x5AFE, sweeps_after])
+    for k in range(1, sweeps_after + 1):
+        ts = key_ts + k * SWEEP_INTERVAL_US + int(after_rng.integers(-4000, 4001))
+        chain.append((-k, ts, make_token(namespace, "sample_data", f"{index}/+{k}"), after_rng))
     sample_data, ego_pose = [], []
-    for pos, (k, ts, sd_token) in enumerate(chain):
+    for pos, (k, ts, sd_token, frame_rng) in enumerate(chain):
         seconds = (ts - log.start_us) / 1e6
         yaw = log.heading + yaw_rate * seconds
         xy = log.origin + speed * seconds * np.array([math.cos(log.heading), math.sin(log.heading)])
-        ep_token = make_token(namespace, "ego_pose", f"{index}/{k}")
+        ep_token = make_token(namespace, "ego_pose", f"{index}/{k}" if k >= 0 else f"{index}/+{-k}")
         ego_pose.append({
             "token": ep_token, "translation": rounded([xy[0], xy[1], 0.0], 6),
             "rotation": rounded(quat_yaw(yaw), 9), "timestamp": ts,
-            "rotation_rate": rounded([rng.normal(0, 0.005), rng.normal(0, 0.005), yaw_rate], 6),
-            "acceleration": rounded([rng.normal(0, 0.3), rng.normal(0, 0.3), rng.normal(9.81, 0.05)], 6),
-            "speed": round(speed + float(rng.normal(0, 0.05)) if speed else 0.0, 6),
+            "rotation_rate": rounded([frame_rng.normal(0, 0.005), frame_rng.normal(0, 0.005), yaw_rate], 6),
+            "acceleration": rounded([frame_rng.normal(0, 0.3), frame_rng.normal(0, 0.3),
+                                     frame_rng.normal(9.81, 0.05)], 6),
+            "speed": round(speed + float(frame_rng.normal(0, 0.05)) if speed else 0.0, 6),
         })
         folder = "samples" if k == 0 else "sweeps"
         sample_data.append({
@@ -70,5 +79,5 @@ def record_sample(rng: np.random.Generator, namespace: str, index: int, log: Log
             "prev": chain[pos - 1][2] if pos > 0 else "",
         })
     sample = {"token": sample_token, "timestamp": key_ts, "log_token": log.token,
-              "key_camera_token": chain[-1][2]}
-    return SampleFrames(camera, sample, sample_data, ego_pose, [k for k, _, _ in chain])
+              "key_camera_token": chain[sweeps_per_sample][2]}
+    return SampleFrames(camera, sample, sample_data, ego_pose, [k for k, _, _, _ in chain])

@@ -154,3 +154,24 @@ def calibrate_heads(model: nn.Module, run, skip_prefix: str = "backbone.") -> in
         for h in hooks:
             h.remove()
     return len(done)
+
+
+def calibrated_model(preset, width: int, height: int, seed: int = 0) -> nn.Module:
+    """``preset`` (a :class:`~nuimcli.presets.Preset`) built with seeded weights
+    (:func:`randomize`), BN calibrated on a synthetic ``width`` x ``height`` picture resized to
+    the test scale and heads calibrated on its predictions: an eval-mode model whose detections
+    look like a trained one's (``nuim export --random-weights``, the export tests)."""
+    from nuimcli.data.transforms import normalize, pad_batch, resize_keep_ratio, to_chw_tensor
+    from nuimcli.models.build import build_model
+
+    torch.manual_seed(seed)
+    det = build_model(preset).eval()
+    randomize(det, seed)
+    d = preset.data
+    img = synthetic_image(width, height, seed)
+    resized, _ = resize_keep_ratio(img, d.test_scale)
+    with torch.no_grad():
+        calibrate_bn(det.backbone, pad_batch([to_chw_tensor(normalize(resized, d.mean, d.std, d.to_rgb))],
+                                             d.size_divisor))
+        calibrate_heads(det, lambda: det.predict([img]))
+    return det.eval()

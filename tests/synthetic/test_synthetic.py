@@ -407,3 +407,32 @@ def test_empty_version_is_valid(tmp_path):
     s = generate_nuimages(tmp_path, "v1.0-test", num_samples=0, width=64, height=48)
     t = _load(tmp_path, "v1.0-test")
     assert s.num_objects == 0 and t["sample"] == [] and len(t["category"]) == 25
+
+
+def test_sweeps_after_the_key_frame(tmp_path):
+    """``sweeps_after_sample``: sweeps after the key frame too (the release has up to 6 + 6), chained
+    by prev/next at 2 Hz, JPEGs under sweeps/; the annotations are those of a set without them."""
+    with_after = generate_nuimages(tmp_path / "a", num_samples=3, width=64, height=48, sweeps_per_sample=2,
+                                   sweeps_after_sample=3, objects_per_image=(1, 2))
+    without = generate_nuimages(tmp_path / "b", num_samples=3, width=64, height=48, sweeps_per_sample=2,
+                                objects_per_image=(1, 2), write_images=False)
+    assert with_after.num_sweeps == 3 * 5 and without.num_sweeps == 3 * 2
+    table = lambda root, name: json.loads((root / "v1.0-mini" / f"{name}.json").read_text())  # noqa: E731
+    sd = {r["token"]: r for r in table(tmp_path / "a", "sample_data")}
+    for s in table(tmp_path / "a", "sample"):
+        row = sd[s["key_camera_token"]]
+        while row["prev"]:
+            row = sd[row["prev"]]
+        chain = [row]
+        while chain[-1]["next"]:
+            chain.append(sd[chain[-1]["next"]])
+        assert [r["is_key_frame"] for r in chain] == [False, False, True, False, False, False]
+        assert all(sd[r["next"]]["prev"] == r["token"] for r in chain[:-1])
+        gaps = [b["timestamp"] - a["timestamp"] for a, b in zip(chain, chain[1:])]
+        assert all(abs(g - 500_000) <= 8000 for g in gaps), gaps
+        for r in chain:
+            assert r["sample_token"] == s["token"] and r["filename"].startswith("sweeps/" if not r["is_key_frame"]
+                                                                                 else "samples/")
+            assert (tmp_path / "a" / r["filename"]).is_file()
+    for name in ("sample", "object_ann", "surface_ann", "log", "calibrated_sensor"):
+        assert table(tmp_path / "a", name) == table(tmp_path / "b", name), name

@@ -130,7 +130,8 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
         if self.with_semantic and where in self.semantic_fusion and semantic_feat is not None:
             sem = self.semantic_roi_extractor([semantic_feat], rois)
             if sem.shape[-2:] != x.shape[-2:]:
-                sem = F.adaptive_avg_pool2d(sem, x.shape[-2:])
+                # the RoI size as plain ints: ONNX export needs a constant pooling size
+                sem = F.adaptive_avg_pool2d(sem, (int(x.shape[-2]), int(x.shape[-1])))
             x = x + sem
         return x
 

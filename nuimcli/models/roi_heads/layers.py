@@ -73,7 +73,9 @@ class SingleRoIExtractor(nn.Module):
         levels = self.map_roi_levels(rois, len(feats))
         for i, feat in enumerate(feats):
             inds = (levels == i).nonzero(as_tuple=False).squeeze(1)
-            if inds.numel() > 0:
-                out[inds] = roi_align(feat, rois[inds], (s, s), spatial_scale=1.0 / self.featmap_strides[i],
-                                      sampling_ratio=0, aligned=True)
+            # every level runs, even with no RoIs (roi_align takes an empty set), and index_copy_
+            # rather than `out[inds] = ...`: a traced/exported graph would otherwise bake in which
+            # levels were empty and the per-level counts of the example it was traced on
+            out.index_copy_(0, inds, roi_align(feat, rois[inds], (s, s), spatial_scale=1.0 / self.featmap_strides[i],
+                                               sampling_ratio=0, aligned=True))
         return out

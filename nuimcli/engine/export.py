@@ -1,0 +1,200 @@
+"""``nuim export``: a model (zoo name, checkpoint or random weights) → a verified ONNX or
+TorchScript file.
+
+The order is fixed: build the model, :func:`_prepare_for_export`, trace/export at the input
+size into a temporary file next to the output, run that file on a sample image and compare
+with the PyTorch model (:mod:`nuimcli.export.verify`), and only then rename it to its final
+name. A comparison out of tolerance raises :class:`~nuimcli.errors.RunFailed` (exit 1) and
+leaves no file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nuimcli import CLASSES
+from nuimcli.errors import RunFailed, UserError
+from nuimcli.export.formats import ONNX, TORCHSCRIPT, ExportMeta, require_onnx
+from nuimcli.export.graph import OUTPUT_NAMES, SEMANTIC_OUTPUT, ExportGraph
+from nuimcli.export.verify import FLOAT16, FLOAT32, Comparison, compare
+from nuimcli.utils.io import atomic_path
+
+FORMATS = (ONNX, TORCHSCRIPT)
+SUFFIXES = {ONNX: ".onnx", TORCHSCRIPT: ".torchscript.pt"}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` did: the file, its metadata, the check's figures and timings (s)."""
+
+    path: Path
+    format: str
+    meta: ExportMeta
+    comparison: Comparison
+    export_s: float
+    verify_s: float
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary."""
+        return {"path": str(self.path), "format": self.format, "preset": self.meta.preset,
+                "input_size": self.meta.input_size, "precision": self.meta.precision,
+                "export_s": round(self.export_s, 3), "verify_s": round(self.verify_s, 3),
+                "comparison": self.comparison.to_dict()}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` → ``(W, H)``; a one-line :class:`UserError` naming ``--input-size`` otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--input-size {text!r}: expected WIDTHxHEIGHT, e.g. 1600x900") from None
+    if w <= 0 or h <= 0:
+        raise UserError(f"--input-size {text!r}: both sides must be positive")
+    return w, h
+
+
+def build_source_model(model: Optional[str], preset: Optional[str], random_weights: Optional[str],
+                       trust: bool = False, seed: int = 0,
+                       calib_size: Optional[tuple[int, int]] = None, exact: bool = False) -> torch.nn.Module:
+    """The model to export: ``model`` (zoo name / checkpoint file, through the one resolver) or,
+    with ``random_weights``, that preset built with seeded, calibrated random weights
+    (:mod:`nuimcli.testing.random_weights`: realistic detections for tests), calibrated on a
+    synthetic image of ``calib_size`` ``(W, H)`` (default the preset's test scale). Eval mode, CPU;
+    a loaded file comes prepared by :func:`~nuimcli.engine.resolve.load_detector` (``exact``)."""
+    if (model is None) == (random_weights is None):
+        raise UserError("give MODEL (a zoo name or checkpoint file) or --random-weights PRESET, not both")
+    if model is not None:
+        from nuimcli.engine.resolve import load_detector
+
+        return load_detector(model, preset=preset, device="cpu", trust=trust, exact=exact)
+    from nuimcli.presets import load_preset
+    from nuimcli.testing.random_weights import calibrated_model
+
+    p = load_preset(random_weights)
+    cw, ch = calib_size or (int(max(p.data.test_scale)), int(min(p.data.test_scale)))
+    return calibrated_model(p, cw, ch, seed)
+
+
+def _prepare_for_export(model: torch.nn.Module, exact: bool = False) -> torch.nn.Module:
+    """Make the model ready for export: what predict and eval run, through the one
+    :func:`~nuimcli.models.inference_mode.prepare_for_inference` (BatchNorm folded into the
+    convolutions, channels-last; ``exact``: mmdet's unfolded computation), eval mode, no gradients.
+
+    The graph is traced from, and verified against, this same prepared model, so the check
+    compares the exported file with what ``nuim predict`` computes by default. float32 here:
+    ``--half`` converts the whole model afterwards (autocast does not survive tracing as a policy).
+    """
+    from nuimcli.models.inference_mode import prepare_for_inference
+
+    # in place: the model was built or loaded for this export alone
+    model = prepare_for_inference(model, exact=exact, half=None, copy_model=False)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def sample_image(width: int, height: int, sample: Optional[Path]) -> np.ndarray:
+    """The image the export is traced and verified on, ``[height, width, 3]`` BGR uint8: ``sample``
+    resized (keep-ratio, the shared :func:`~nuimcli.data.transforms.resize_keep_ratio`) when it
+    fits the input size exactly, else the synthetic street picture."""
+    from nuimcli.data.transforms import load_image, resize_keep_ratio
+    from nuimcli.testing.random_weights import synthetic_image
+
+    if sample is None:
+        return synthetic_image(width, height, 0)
+    resized, _ = resize_keep_ratio(load_image(sample), (max(width, height), min(width, height)))
+    if resized.shape[:2] != (height, width):
+        raise UserError(f"--sample {sample}: resizes to {resized.shape[1]}x{resized.shape[0]}, "
+                        f"not the input size {width}x{height} (its aspect ratio differs)")
+    return resized
+
+
+def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device, threads: Optional[int]) -> tuple:
+    """Run a freshly written file (not yet under its final name) on one resized image."""
+    if fmt == TORCHSCRIPT:
+        from nuimcli.export.runtime import load_torchscript
+
+        module = load_torchscript(path, device)
+        with torch.no_grad():
+            out = module(torch.from_numpy(image).to(device))
+        return tuple(o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out)
+    from nuimcli.export.runtime import onnx_session
+
+    return tuple(onnx_session(path, threads).run(None, {"image": image}))
+
+
+def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] = None,
+                 preset: Optional[str] = None, random_weights: Optional[str] = None,
+                 input_size: Optional[tuple[int, int]] = None, dynamic: bool = False, half: bool = False,
+                 device: str = "cpu", sample: Optional[Path] = None, threads: Optional[int] = None,
+                 trust: bool = False, exact: bool = False) -> ExportResult:
+    """Export, verify, then write ``out`` (default ``<preset><suffix>`` in the working folder).
+
+    Raises :class:`UserError` (exit 2) for bad input or an unsupported combination and
+    :class:`RunFailed` (exit 1) when the exported file does not predict what the model does.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if dynamic and input_size is not None:
+        raise UserError("--input-size and --dynamic exclude each other")
+    if dynamic:
+        # torch.jit.trace freezes the input size into the graph's shape arithmetic (padding,
+        # clipping, anchors); a size-generic graph needs that arithmetic rewritten first
+        raise UserError("--dynamic is not supported yet: the graph is traced at one input size; "
+                        "export once per size with --input-size WxH")
+    from nuimcli.utils.device import resolve_device
+
+    dev = torch.device(resolve_device(str(device), what="device"))
+    if half and dev.type != "cuda":
+        raise UserError("--half exports float16, which needs a CUDA device (--device cuda); on the CPU "
+                        "float16 kernels are missing or slow, so float32 is the CPU format")
+    if half and fmt == ONNX:
+        raise UserError("--half: only --format torchscript is exported in float16 (onnxruntime here runs "
+                        "the CPU provider, which lacks float16 kernels for this graph)")
+    if fmt == ONNX:
+        require_onnx("--format onnx")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+    det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust, calib_size=input_size,
+                                                 exact=exact), exact=exact)
+    p = det.preset
+    w, h = input_size or (int(max(det.test_scale)), int(min(det.test_scale)))
+    image = sample_image(w, h, sample)
+    x = torch.from_numpy(image)
+    ref_graph = ExportGraph(det).eval()
+    with torch.no_grad():
+        ref = tuple(o.cpu().numpy() for o in ref_graph(x))
+    test_cfg = det.roi_head.test_cfg
+    outputs = list(OUTPUT_NAMES) + ([SEMANTIC_OUTPUT] if ref_graph.with_semantic else [])
+    meta = ExportMeta(preset=p.name, classes=list(getattr(det, "classes", CLASSES)), score_thr=float(test_cfg.score_thr),
+                      mask_thr_binary=float(test_cfg.mask_thr_binary), test_scale=[max(w, h), min(w, h)],
+                      input_size=[w, h], size_divisor=int(det.size_divisor), outputs=outputs,
+                      precision="float16" if half else "float32")
+    graph = ref_graph
+    if half:
+        graph = ExportGraph(det.to(dev).half()).to(dev).eval()
+    out = Path(out) if out is not None else Path(f"{p.name}{SUFFIXES[fmt]}")
+    from nuimcli.export.writers import write_onnx, write_torchscript
+
+    with atomic_path(out) as tmp:
+        t0 = time.perf_counter()
+        if fmt == TORCHSCRIPT:
+            write_torchscript(graph, x.to(dev), meta, tmp)
+        else:
+            write_onnx(graph, x, meta, tmp)
+        t1 = time.perf_counter()
+        got = _run_exported(tmp, fmt, image, dev, threads)
+        cmp = compare(ref, got, h, w, meta.mask_thr_binary, FLOAT16 if half else FLOAT32)
+        t2 = time.perf_counter()
+        if not cmp.ok:
+            raise RunFailed(f"{out}: the exported {fmt} file does not predict what the model does "
+                            f"({cmp.failure()}); nothing written")
+    return ExportResult(path=out, format=fmt, meta=meta, comparison=cmp, export_s=t1 - t0, verify_s=t2 - t1)
