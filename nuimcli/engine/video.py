@@ -251,6 +251,17 @@ class _Pipe:
 END = object()
 
 
+
+def _next_batch(pipe: Any, batch_size: int) -> tuple[list[Frame], bool]:
+    """Up to ``batch_size`` frames from ``pipe``; the flag is True once the end marker was read."""
+    batch: list[Frame] = []
+    while len(batch) < batch_size:
+        f = pipe.get()
+        if f is END:
+            return batch, True
+        batch.append(f)
+    return batch, False
+
 class _FrameWriter:
     """The encode stage: draws each predicted frame, encodes it (MP4, GIF), writes its JSONL line
     and semantic PNG, and counts what the :class:`StreamResult` reports."""
@@ -373,13 +384,7 @@ def predict_stream(
         try:
             done = False
             while not done:
-                batch: list[Frame] = []
-                while len(batch) < batch_size:
-                    f = to_model.get()
-                    if f is END:
-                        done = True
-                        break
-                    batch.append(f)
+                batch, done = _next_batch(to_model, batch_size)
                 if not batch:
                     break
                 good = [f for f in batch if f.error is None]
@@ -469,13 +474,7 @@ def predict_video(model: Any, path: str | os.PathLike, batch_size: int = 2, ever
     try:
         done = False
         while not done:
-            batch: list[Frame] = []
-            while len(batch) < batch_size:
-                f = pipe.get()
-                if f is END:
-                    done = True
-                    break
-                batch.append(f)
+            batch, done = _next_batch(pipe, batch_size)
             if batch:
                 with torch.no_grad():
                     preds = model.predict([f.image for f in batch], batch_size=batch_size)
