@@ -68,3 +68,33 @@ def test_full_model_matches_manifest(arch):
         ours = _entries(model.state_dict())
         manifest = _manifest(arch)
         assert ours == manifest, f"{name}: {_diff(ours, manifest)}"
+
+
+def _with_num_classes(entry: tuple[str, tuple[int, ...], str], n: int) -> tuple[str, tuple[int, ...], str]:
+    """mmdet's shape for a class-dependent tensor when ``num_classes=n``: ``fc_cls`` n+1 rows
+    (background last), class-specific ``fc_reg`` 4n, the RoI mask head's ``conv_logits`` n.
+    (Checked against mmdet 3.3.0 built from each architecture's config with ``num_classes=3``.)"""
+    key, shape, dtype = entry
+    layer = key.split(".")[-2]
+    if layer == "fc_cls":
+        shape = (n + 1, *shape[1:])
+    elif layer == "fc_reg" and shape[0] == 40:  # class-specific regression; the cascade stages are agnostic (4)
+        shape = (4 * n, *shape[1:])
+    elif layer == "conv_logits" and key.startswith("roi_head.mask_head"):  # not the 32-class semantic head
+        shape = (n, *shape[1:])
+    return key, shape, dtype
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_own_class_list_keeps_mmdets_layout_for_that_num_classes(arch):
+    """A model trained on 3 classes writes the state dict mmdet builds with ``num_classes=3``
+    (same keys and order, class-dependent shapes resized), so it loads strictly into mmdet."""
+    from nuimcli.data.classes import with_classes
+
+    preset = with_classes(load_preset(_arch_presets()[arch][0]), ["vehicle", "person", "cone"])
+    with torch.device("meta"):
+        model = build_model(preset)
+    ours = _entries(model.state_dict())
+    expected = [_with_num_classes(e, 3) for e in _manifest(arch)]
+    assert ours == expected, _diff(ours, expected)
+    assert ours != _manifest(arch)  # the class-dependent tensors did change
