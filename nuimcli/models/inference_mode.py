@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nuimcli.errors import UserError
+from nuimcli.models.roi_heads.mask_heads import FCNMaskHead
 
 #: attribute set on a prepared model; read by Detector.train, save_checkpoint and predict.
 INFERENCE_ONLY = "inference_only"
@@ -129,6 +130,9 @@ def prepare_for_inference(model: nn.Module, exact: bool = False, half: bool | to
         return model
     fold_batchnorm(model.backbone)
     model.backbone.channels_last = True
+    for module in model.modules():
+        if isinstance(module, FCNMaskHead):
+            module.fast_inference = True
     setattr(model, INFERENCE_ONLY, True)
     return model
 

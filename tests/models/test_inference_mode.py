@@ -12,6 +12,7 @@ from nuimcli.errors import UserError
 from nuimcli.models.backbones import DeformConv2d
 from nuimcli.models.build import build_model
 from nuimcli.models.inference_mode import fold_batchnorm, fold_conv_bn, prepare_for_inference
+from nuimcli.models.roi_heads.mask_heads import FCNMaskHead, HTCMaskHead
 from nuimcli.presets import load_preset
 from nuimcli.testing.random_weights import randomize, synthetic_image
 
@@ -78,6 +79,30 @@ def test_prepare_folds_a_copy_and_leaves_the_model_and_its_state_dict_alone(tiny
     np.testing.assert_array_equal(exact.labels, quick.labels)
     np.testing.assert_allclose(quick.boxes, exact.boxes, atol=0.05)
     np.testing.assert_allclose(quick.scores, exact.scores, atol=1e-3)
+
+
+@pytest.mark.parametrize("head_cls", [FCNMaskHead, HTCMaskHead])
+def test_fast_mask_head_gives_each_rois_class_logits_as_the_deconvolution_does(head_cls):
+    """The fast path (deconvolution as one matrix product, 1x1 logits of the RoI's class only,
+    channels-last convs) computes what mmdet's layers compute, up to float summation order."""
+    torch.manual_seed(0)
+    head = head_cls(num_classes=7).eval()
+    nn.init.normal_(head.upsample.bias)
+    nn.init.normal_(head.conv_logits.bias)
+    x, labels = torch.randn(23, 256, 14, 14), torch.randint(0, 7, (23,))
+    with torch.no_grad():
+        want = head(x)[torch.arange(23), labels]
+        assert torch.equal(head(x, labels=labels), want)  # exact mode: mmdet's layers, then the class
+        head.fast_inference = True
+        got = head(x, labels=labels)
+    assert got.shape == (23, 28, 28)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+
+
+def test_prepare_switches_the_fast_mask_head_on_only_in_fast_mode(tiny):
+    assert prepare_for_inference(tiny).roi_head.mask_head.fast_inference is True
+    assert prepare_for_inference(tiny, exact=True).roi_head.mask_head.fast_inference is False
+    assert tiny.roi_head.mask_head.fast_inference is False
 
 
 def test_exact_mode_is_bit_identical(tiny):

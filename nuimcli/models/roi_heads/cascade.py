@@ -64,9 +64,18 @@ class CascadeRoIHead(RoIHead):
         return self.bbox_head[stage](self.bbox_roi_extractor[stage](feats, rois))
 
     def mask_logits(self, feats: Sequence[Tensor], rois: Tensor, semantic_feat: Optional[Tensor],
-                    stages: Sequence[int]) -> list[Tensor]:
-        """Each of ``stages``' mask head on its own RoI features: logits ``[N, C, 28, 28]``."""
-        return [self.mask_head[s](self.mask_roi_extractor[s](feats, rois)) for s in stages]
+                    stages: Sequence[int], labels: Optional[Tensor] = None) -> list[Tensor]:
+        """Each of ``stages``' mask head on its RoI features: logits ``[N, C, 28, 28]`` (``[N, 28, 28]``
+        with ``labels``). The extractors have no parameters: the RoIs are pooled once per distinct
+        extractor setting (in every nuImages config, once for all stages)."""
+        pooled: dict[tuple, Tensor] = {}
+        out = []
+        for s in stages:
+            extractor = self.mask_roi_extractor[s]
+            if extractor.settings() not in pooled:
+                pooled[extractor.settings()] = extractor(feats, rois)
+            out.append(self.mask_head[s](pooled[extractor.settings()], labels=labels))
+        return out
 
 
 class HybridTaskCascadeRoIHead(CascadeRoIHead):
@@ -143,7 +152,7 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
         return self.bbox_head[stage](x)
 
     def mask_logits(self, feats: Sequence[Tensor], rois: Tensor, semantic_feat: Optional[Tensor],
-                    stages: Sequence[int]) -> list[Tensor]:
+                    stages: Sequence[int], labels: Optional[Tensor] = None) -> list[Tensor]:
         """Mask information flow: the mask heads ``0 .. max(stages)`` run in a chain on the same
         RoI features (semantic feature fused in), each adding the previous head's conv feature
         through its ``conv_res``; returns the logits ``[N, C, 28, 28]`` of the heads in
@@ -151,10 +160,10 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
         stages = list(stages)
         x = self._fuse_semantic(self.mask_roi_extractor[stages[-1]](feats, rois), rois, semantic_feat, "mask")
         if not self.mask_info_flow:
-            return [self.mask_head[s](x) for s in stages]
+            return [self.mask_head[s](x, labels=labels) for s in stages]
         out, feat = [], None
         for i in range(stages[-1] + 1):
             feat = self.mask_head[i].forward_feat(x, feat)
             if i in stages:
-                out.append(self.mask_head[i].logits_from_feat(feat))
+                out.append(self.mask_head[i].logits_from_feat(feat, labels))
         return out

@@ -48,6 +48,10 @@ class SingleRoIExtractor(nn.Module):
         self.featmap_strides = [int(s) for s in featmap_strides]
         self.finest_scale = finest_scale
 
+    def settings(self) -> tuple:
+        """What determines the output (an extractor has no parameters): equal settings, equal features."""
+        return (type(self).__name__, self.output_size, tuple(self.featmap_strides), self.finest_scale)
+
     @property
     def num_inputs(self) -> int:
         return len(self.featmap_strides)

@@ -47,15 +47,48 @@ class FCNMaskHead(nn.Module):
         """Side of the predicted masks (``2 * roi_feat_size``)."""
         return 2 * self.roi_feat_size
 
-    def logits_from_feat(self, x: Tensor) -> Tensor:
-        """Conv-stack output ``[N, C, 14, 14]`` → mask logits ``[N, num_classes, 28, 28]``."""
-        return self.conv_logits(F.relu(self.upsample(x)))
+    #: Set by ``prepare_for_inference`` (fast mode): the conv stack runs channels-last (~10 %
+    #: faster on [100, 256, 14, 14] here), and the test-time logits of each RoI's own class come
+    #: from one matrix product for the 2x2 stride-2 deconvolution and a per-RoI dot product for the
+    #: 1x1 logits, instead of the deconvolution kernel (slow in oneDNN here, plus a layout copy of
+    #: its output) and the logits of every class: 0.54 s -> 0.12 s of Cascade's three mask heads at
+    #: 1600x900 on 2 cores. Same arithmetic in another summation order; the exact mode (and
+    #: training) keeps mmdet's operations.
+    fast_inference: bool = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        """RoI features ``[N, C, 14, 14]`` → mask logits ``[N, num_classes, 28, 28]``."""
+    def stack_input(self, x: Tensor) -> Tensor:
+        """``x`` in the memory format the conv stack runs in."""
+        return x.contiguous(memory_format=torch.channels_last) if self.fast_inference else x
+
+    def logits_from_feat(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Conv-stack output ``[N, C, 14, 14]`` → mask logits ``[N, num_classes, 28, 28]``, or with
+        ``labels`` ``[N]`` each RoI's own class only, ``[N, 28, 28]``."""
+        if labels is None:
+            return self.conv_logits(F.relu(self.upsample(x)))
+        if self.fast_inference:
+            return self._label_logits_by_matmul(x, labels)
+        idx = torch.arange(x.shape[0], device=x.device)
+        return self.conv_logits(F.relu(self.upsample(x)))[idx, labels]
+
+    def _label_logits_by_matmul(self, x: Tensor, labels: Tensor) -> Tensor:
+        # ConvTranspose2d(k=2, s=2): out[n, o, 2i+a, 2j+b] = bias[o] + sum_c x[n, c, i, j] * W[c, o, a, b]
+        n, c, h, w = x.shape
+        weight = self.upsample.weight  # [C_in, C_out, 2, 2]
+        c_out = weight.shape[1]
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        up = rows @ weight.permute(0, 2, 3, 1).reshape(c, 4 * c_out)  # [(n i j), (a b o)]
+        up = F.relu(up.view(n, h * w * 4, c_out) + self.upsample.bias)
+        class_weight = self.conv_logits.weight[labels, :, 0, 0].unsqueeze(2)  # [N, C_out, 1]
+        logits = torch.bmm(up, class_weight).view(n, h, w, 2, 2)  # [n, i, j, a, b]
+        logits = logits.permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
+        return logits + self.conv_logits.bias[labels].view(n, 1, 1)
+
+    def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """RoI features ``[N, C, 14, 14]`` → mask logits (see :meth:`logits_from_feat`)."""
+        x = self.stack_input(x)
         for conv in self.convs:
             x = conv(x)
-        return self.logits_from_feat(x)
+        return self.logits_from_feat(x, labels)
 
     @staticmethod
     def loss(mask_logits: Tensor, samplings: Sequence[SamplingResult], gt_masks: Sequence[Tensor],
@@ -93,6 +126,7 @@ class HTCMaskHead(FCNMaskHead):
     def forward_feat(self, x: Tensor, res_feat: Optional[Tensor] = None) -> Tensor:
         """``x`` ``[N, C, 14, 14]`` (+ ``conv_res`` of the previous head's feature ``res_feat``,
         same shape) → this head's conv-stack feature ``[N, C, 14, 14]``."""
+        x = self.stack_input(x)
         if res_feat is not None:
             if not self.with_conv_res:
                 raise ValueError("this HTC mask head has no conv_res for a previous feature")
@@ -101,6 +135,8 @@ class HTCMaskHead(FCNMaskHead):
             x = conv(x)
         return x
 
-    def forward(self, x: Tensor, res_feat: Optional[Tensor] = None) -> Tensor:
-        """``x`` ``[N, C, 14, 14]`` (+ the previous head's feature) → logits ``[N, K, 28, 28]``."""
-        return self.logits_from_feat(self.forward_feat(x, res_feat))
+    def forward(self, x: Tensor, res_feat: Optional[Tensor] = None,  # type: ignore[override]
+                labels: Optional[Tensor] = None) -> Tensor:
+        """``x`` ``[N, C, 14, 14]`` (+ the previous head's feature) → logits ``[N, K, 28, 28]``
+        (``[N, 28, 28]`` with ``labels``)."""
+        return self.logits_from_feat(self.forward_feat(x, res_feat), labels)

@@ -56,11 +56,12 @@ class StandardRoIHead(RoIHead):
         return self.bbox_head(self.bbox_roi_extractor(feats, rois))
 
     def mask_logits(self, feats: Sequence[Tensor], rois: Tensor, semantic_feat: Optional[Tensor],
-                    stages: Sequence[int]) -> list[Tensor]:
-        """RoIs ``[N, 5]`` → ``[mask logits [N, C, 28, 28]]``. ``stages`` must be ``[0]``."""
+                    stages: Sequence[int], labels: Optional[Tensor] = None) -> list[Tensor]:
+        """RoIs ``[N, 5]`` → ``[mask logits [N, C, 28, 28]]`` (``[N, 28, 28]`` with ``labels``).
+        ``stages`` must be ``[0]``."""
         for stage in stages:
             _check_stage(stage)
-        return [self.mask_head(self.mask_roi_extractor(feats, rois))]
+        return [self.mask_head(self.mask_roi_extractor(feats, rois), labels)]
 
 
 def _check_stage(stage: int) -> None:
