@@ -30,7 +30,9 @@ def render_result(doc: dict) -> None:
     t.add_row("detections", f"{c['detections_exported']} vs {c['detections_ref']}", "equal")
     t.add_row("max box difference (px)", f"{c['max_box_diff_px']:.3g}", f"{tol['box_px']:g}")
     t.add_row("max score difference", f"{c['max_score_diff']:.3g}", f"{tol['score']:g}")
-    t.add_row("min mask IoU (pasted)", f"{c['min_mask_iou']:.4f}", f"{tol['mask_iou']:g}")
+    t.add_row("min mask IoU (pasted)", f"{c['min_mask_iou']:.4f}",
+              f"{tol['mask_iou']:g}, or only pixels within {tol['mask_prob_margin']:g} of the threshold differ")
+    t.add_row("pixels flipped, clear of the threshold", str(c["clear_pixels_flipped"]), "0")
     console = stdout_console()
     console.print(t)
     console.print(f"wrote [green]{doc['path']}[/] (export {doc['export_s']:.1f} s, check {doc['verify_s']:.1f} s)")

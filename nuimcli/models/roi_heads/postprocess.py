@@ -73,13 +73,14 @@ def paste_masks(mask_probs: Tensor, boxes: Tensor, img_h: int, img_w: int,
     n = mask_probs.size(0)
     out = torch.zeros((n, img_h, img_w), dtype=torch.bool, device=mask_probs.device)
     for i in range(n):
-        region, (ys, xs) = _paste_one(mask_probs[i: i + 1], boxes[i: i + 1], img_h, img_w)
+        region, (ys, xs) = paste_window(mask_probs[i: i + 1], boxes[i: i + 1], img_h, img_w)
         out[i, ys, xs] = region >= threshold
     return out
 
 
-def _paste_one(mask: Tensor, box: Tensor, img_h: int, img_w: int) -> tuple[Tensor, tuple[slice, slice]]:
-    """One mask ``[1, M, M]`` and box ``[1, 4]`` → (probabilities in the window, window)."""
+def paste_window(mask: Tensor, box: Tensor, img_h: int, img_w: int) -> tuple[Tensor, tuple[slice, slice]]:
+    """One mask ``[1, M, M]`` and box ``[1, 4]`` → (pasted probabilities in the box's pixel window,
+    the window as ``(rows, cols)`` slices); :func:`paste_masks` thresholds them."""
     x0_int, y0_int = torch.clamp(box.min(dim=0).values.floor()[:2] - 1, min=0).to(dtype=torch.int32).tolist()
     x1_int = int(torch.clamp(box[:, 2].max().ceil() + 1, max=img_w).to(dtype=torch.int32))
     y1_int = int(torch.clamp(box[:, 3].max().ceil() + 1, max=img_h).to(dtype=torch.int32))
