@@ -130,6 +130,16 @@ def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device,
     return tuple(onnx_session(path, threads).run(None, {"image": image}))
 
 
+def export_meta(det: torch.nn.Module, width: int, height: int, half: bool = False) -> ExportMeta:
+    """What an exported file of the prepared detector ``det`` at ``width`` x ``height`` carries."""
+    test_cfg = det.roi_head.test_cfg
+    outputs = list(OUTPUT_NAMES) + ([SEMANTIC_OUTPUT] if det.has_semantic_head else [])
+    return ExportMeta(preset=det.preset.name, classes=list(getattr(det, "classes", CLASSES)),
+                      score_thr=float(test_cfg.score_thr), mask_thr_binary=float(test_cfg.mask_thr_binary),
+                      test_scale=[max(width, height), min(width, height)], input_size=[width, height],
+                      size_divisor=int(det.size_divisor), outputs=outputs, precision="float16" if half else "float32")
+
+
 def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] = None,
                  preset: Optional[str] = None, random_weights: Optional[str] = None,
                  input_size: Optional[tuple[int, int]] = None, dynamic: bool = False, half: bool = False,
@@ -172,12 +182,7 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
     ref_graph = ExportGraph(det).eval()
     with torch.no_grad():
         ref = tuple(o.cpu().numpy() for o in ref_graph(x))
-    test_cfg = det.roi_head.test_cfg
-    outputs = list(OUTPUT_NAMES) + ([SEMANTIC_OUTPUT] if ref_graph.with_semantic else [])
-    meta = ExportMeta(preset=p.name, classes=list(getattr(det, "classes", CLASSES)), score_thr=float(test_cfg.score_thr),
-                      mask_thr_binary=float(test_cfg.mask_thr_binary), test_scale=[max(w, h), min(w, h)],
-                      input_size=[w, h], size_divisor=int(det.size_divisor), outputs=outputs,
-                      precision="float16" if half else "float32")
+    meta = export_meta(det, w, h, half)
     graph = ref_graph
     if half:
         graph = ExportGraph(det.to(dev).half()).to(dev).eval()
