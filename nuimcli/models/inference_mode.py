@@ -27,8 +27,8 @@ from nuimcli.models.roi_heads.mask_heads import FCNMaskHead
 INFERENCE_ONLY = "inference_only"
 
 
-#: bfloat16 autocast on CPU measured 2.7x faster than float32 (fast mode) on this project's
-#: AVX512-BF16/AMX CPU (bench/infer.py, mask-rcnn-r50-1x, 1600x900, 2 threads: 0.34x vs 0.75x of
+#: bfloat16 autocast on CPU measured 2.3x faster than float32 (fast mode) on this project's
+#: AVX512-BF16/AMX CPU (bench/infer.py, mask-rcnn-r50-1x, 1600x900, 2 threads: 0.29x vs 0.66x of
 #: torchvision), so ``--half`` is offered on CPU; its accuracy cost is in the README (set False to refuse it).
 CPU_HALF_OFFERED = True
 
