@@ -54,6 +54,8 @@ class ExportGraph(nn.Module):
         d = self.size_divisor
         pad_h, pad_w = (d - h % d) % d, (d - w % d) % d
         x = F.pad(x, (0, pad_w, 0, pad_h))[None]
+        # normalised in float32, then in the weights' precision (float16 for a --half export)
+        x = x.to(next(self.detector.parameters()).dtype)
         # scale factor 1: the graph reports boxes in the pixels of the image it was given
         meta = ImageMeta(ori_shape=(h, w), img_shape=(h, w), pad_shape=(h + pad_h, w + pad_w),
                          scale_factor=(1.0, 1.0, 1.0, 1.0))

@@ -240,6 +240,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    # float32 always (a no-op for float32 inputs): a float16 model's offset boxes reach ~16,000,
+    # where float16 steps by 16 px, and torchvision's nms wants boxes and scores of one dtype
+    boxes, scores = boxes.float(), scores.float()
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     boxes_for_nms = boxes + offsets[:, None]
