@@ -7,6 +7,7 @@ thresholding), so a test can tell from a JSONL line which frame it was computed 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +33,22 @@ def write_square_video(path: str | Path, frames: int, fps: float = 10.0, width: 
         w.write(square_frame(i, width, height))
     w.close()
     return Path(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file, one per line."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def decode_frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a video file, decoded (BGR uint8)."""
+    from nuimcli.media.video import VideoReader
+
+    reader = VideoReader(path)
+    try:
+        return [img for _, _, img in reader]
+    finally:
+        reader.close()
 
 
 def square_x(image: np.ndarray) -> Optional[int]:

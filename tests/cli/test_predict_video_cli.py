@@ -21,8 +21,8 @@ import pytest
 from pycocotools import mask as mask_util
 
 from nuimcli.cli import main
-from nuimcli.media.video import VideoReader
-from nuimcli.testing.video import SQUARE, SquareFinder, square_frame, square_x, write_square_video
+from nuimcli.testing.video import (SQUARE, SquareFinder, decode_frames, read_jsonl, square_frame, square_x,
+                                   write_square_video)
 
 
 def call(capsys, *args: str) -> tuple[int, str, str]:
@@ -30,18 +30,6 @@ def call(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out = capsys.readouterr()
     return int(e.value.code or 0), out.out, out.err
-
-
-def lines(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def decoded(path) -> list[np.ndarray]:
-    r = VideoReader(path)
-    try:
-        return [img for _, _, img in r]
-    finally:
-        r.close()
 
 
 def stream_info(path) -> tuple[str, str, float, int]:
@@ -83,10 +71,10 @@ def test_video_to_h264_mp4_jsonl_and_gif(tmp_path, capsys, fake_load):
     assert sorted(p.name for p in out.iterdir()) == ["clip.gif", "clip.jsonl", "clip.mp4"]  # no temp files left
     # decoded back: H.264 in yuv420p, the input's frame count and rate
     assert stream_info(out / "clip.mp4") == ("h264", "yuv420p", pytest.approx(8.0), 9)
-    frames = decoded(out / "clip.mp4")
+    frames = decode_frames(out / "clip.mp4")
     assert len(frames) == 9 and frames[0].shape == (48, 64, 3)
-    assert len(decoded(out / "clip.gif")) == 9
-    recs = lines(out / "clip.jsonl")
+    assert len(decode_frames(out / "clip.gif")) == 9
+    recs = read_jsonl(out / "clip.jsonl")
     assert [r["frame"] for r in recs] == list(range(9))
     assert [r["time"] for r in recs] == pytest.approx([i / 8 for i in range(9)])
     for i, r in enumerate(recs):
@@ -96,7 +84,7 @@ def test_video_to_h264_mp4_jsonl_and_gif(tmp_path, capsys, fake_load):
         assert m.shape == (48, 64) and abs(int(m.sum()) - SQUARE * SQUARE) < 40
         assert abs(det["bbox"][0] - square_x(square_frame(i))) <= 1  # computed from frame i
     # drawn: boxes and masks change the picture
-    assert np.abs(frames[0].astype(int) - decoded(src)[0].astype(int)).max() > 60
+    assert np.abs(frames[0].astype(int) - decode_frames(src)[0].astype(int)).max() > 60
     assert "clip.mp4" in stdout and "car×9" in stdout
     assert fake_load.calls == [("m.pth", None, False, False)]  # fast float32 by default
 
@@ -106,7 +94,7 @@ def test_every_and_max_frames(tmp_path, capsys, fake_load):
     code, _, err = call(capsys, "predict", str(src), "-c", "m.pth", "--out", str(tmp_path / "o"),
                         "--every", "3", "--max-frames", "3", "--exact", "--half")
     assert code == 0, err
-    assert [r["frame"] for r in lines(tmp_path / "o" / "clip.jsonl")] == [0, 3, 6]
+    assert [r["frame"] for r in read_jsonl(tmp_path / "o" / "clip.jsonl")] == [0, 3, 6]
     codec, _, fps, n = stream_info(tmp_path / "o" / "clip.mp4")
     assert n == 3 and fps == pytest.approx(10 / 3, rel=1e-3)  # every third frame keeps real time
     assert fake_load.calls[0][2:] == (True, True)  # --exact / --half reach the loader as for images
@@ -121,8 +109,8 @@ def test_ctrl_c_keeps_a_playable_partial_video_exit_130(tmp_path, capsys, fake_l
     assert line.startswith("interrupted:") and "clip.partial.mp4" in line
     out = tmp_path / "o"
     assert sorted(p.name for p in out.iterdir()) == ["clip.partial.jsonl", "clip.partial.mp4"]  # nothing final
-    assert len(decoded(out / "clip.partial.mp4")) == 4  # playable, the frames done
-    recs = lines(out / "clip.partial.jsonl")
+    assert len(decode_frames(out / "clip.partial.mp4")) == 4  # playable, the frames done
+    recs = read_jsonl(out / "clip.partial.jsonl")
     assert [r["frame"] for r in recs[:-1]] == [0, 1, 2, 3] and recs[-1] == {"partial": True, "frames_done": 4}
 
 
@@ -141,11 +129,11 @@ def test_truncated_video_keeps_frames_before_the_break_exit_1(tmp_path, capsys, 
     cut.write_bytes(data[: int(len(data) * 0.9)])
     code, _, err = call(capsys, "predict", str(cut), "-c", "m.pth", "--out", str(tmp_path / "o"))
     assert code == 1
-    recs = lines(tmp_path / "o" / "cut.jsonl")
+    recs = read_jsonl(tmp_path / "o" / "cut.jsonl")
     kept = len(recs) - 1
     assert 0 < kept < 20 and recs[-1]["truncated"] and recs[-1]["broke_at_frame"] == kept
     assert f"decoding stopped at frame {kept} of 20" in " ".join(err.split())
-    assert len(decoded(tmp_path / "o" / "cut.mp4")) == kept
+    assert len(decode_frames(tmp_path / "o" / "cut.mp4")) == kept
 
 
 def test_missing_video_and_mixed_inputs(tmp_path, capsys, fake_load):
@@ -169,7 +157,7 @@ def test_image_folder_as_video_sorted_with_fps(tmp_path, capsys, fake_load):
     code, _, err = call(capsys, "predict", str(folder), "-c", "m.pth", "--out", str(tmp_path / "o"),
                         "--as-video", "seq.mp4", "--fps", "5")
     assert code == 0, err
-    recs = lines(tmp_path / "o" / "seq.jsonl")
+    recs = read_jsonl(tmp_path / "o" / "seq.jsonl")
     assert [Path(r["source"]).name for r in recs] == [f"f{i:03d}.png" for i in range(5)]
     assert [r["detections"][0]["bbox"][0] for r in recs] == [square_x(square_frame(i)) for i in range(5)]
     assert stream_info(tmp_path / "o" / "seq.mp4")[2:] == (pytest.approx(5.0), 5)
@@ -201,7 +189,7 @@ def test_sample_sweeps_in_time_order_missing_sweep_named(tmp_path, capsys, fake_
                         "--out", str(tmp_path / "o"))
     assert code == 0, err
     assert before["filename"].split("/")[-1] in " ".join(err.split())  # the missing file is named
-    recs = lines(tmp_path / "o" / f"{sample['token']}.jsonl")
+    recs = read_jsonl(tmp_path / "o" / f"{sample['token']}.jsonl")
     assert len(recs) == 4  # 2 before (one missing) + key frame + 2 after
     stamps = [r["timestamp_us"] for r in recs]
     assert stamps == sorted(stamps) and [r["key_frame"] for r in recs].count(True) == 1
@@ -227,7 +215,7 @@ def test_log_and_camera_snippets_with_cuts(tmp_path, capsys, fake_load):
                         "-c", "m.pth", "--out", str(tmp_path / "o"), "--fps", "4")
     assert code == 0, err
     name = f"{logfile}__{cam}"
-    recs = lines(tmp_path / "o" / f"{name}.jsonl")
+    recs = read_jsonl(tmp_path / "o" / f"{name}.jsonl")
     assert len(recs) == 5 * len(chosen)
     order = [s["token"] for s in sorted(chosen, key=lambda s: s["timestamp"])]
     assert [r["sample_token"] for r in recs] == [t for t in order for _ in range(5)]
@@ -235,7 +223,7 @@ def test_log_and_camera_snippets_with_cuts(tmp_path, capsys, fake_load):
     assert cuts == [5 * k for k in range(1, len(chosen))]  # the first frame of every later snippet
     assert stream_info(tmp_path / "o" / f"{name}.mp4")[2:] == (pytest.approx(4.0), len(recs))  # --fps wins
     # the cut is marked in the video too: a banner on the snippet's first frames, none before
-    frames = decoded(tmp_path / "o" / f"{name}.mp4")
+    frames = decode_frames(tmp_path / "o" / f"{name}.mp4")
     strip = lambda img: img[-10:, :40].astype(int)  # noqa: E731  (bottom-left: the banner's black strip)
     assert strip(frames[5]).mean() < strip(frames[4]).mean() - 20
 
@@ -263,7 +251,7 @@ def test_semantic_pngs_for_video_frames_and_images(tmp_path, capsys, fake_load):
     code, _, err = call(capsys, "predict", str(src), "-c", "m.pth", "--preset", "htc-r50-1x", "--semantic",
                         "--out", str(tmp_path / "o"))
     assert code == 0, err
-    recs = lines(tmp_path / "o" / "clip.jsonl")
+    recs = read_jsonl(tmp_path / "o" / "clip.jsonl")
     assert [r["semantic"] for r in recs] == [f"clip_semantic/{i:06d}.png" for i in range(3)]
     for i, r in enumerate(recs):
         sem = read_semantic_png(tmp_path / "o" / r["semantic"])
@@ -302,7 +290,7 @@ def test_real_checkpoint_end_to_end_and_python_api(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "pedestrian×9" in r.stdout
-    recs = lines(tmp_path / "o" / "clip.jsonl")
+    recs = read_jsonl(tmp_path / "o" / "clip.jsonl")
     assert len(recs) == 3 and stream_info(tmp_path / "o" / "clip.mp4")[0::3] == ("h264", 3)
     got = list(model.predict_video(str(src)))
     assert [i for i, _, _ in got] == [0, 1, 2] and [t for _, t, _ in got] == pytest.approx([0, 1 / 6, 2 / 6])
@@ -348,7 +336,7 @@ def test_a_real_ctrl_c_mid_video_leaves_a_playable_partial_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:")
     assert sorted(p.name for p in out.iterdir()) == ["clip.partial.jsonl", "clip.partial.mp4"]
-    recs = lines(out / "clip.partial.jsonl")
+    recs = read_jsonl(out / "clip.partial.jsonl")
     done = recs[-1]["frames_done"]
     assert recs[-1]["partial"] and 4 <= done < 200 and [r["frame"] for r in recs[:-1]] == list(range(done))
-    assert len(decoded(out / "clip.partial.mp4")) == done  # playable: every frame done is in it
+    assert len(decode_frames(out / "clip.partial.mp4")) == done  # playable: every frame done is in it
