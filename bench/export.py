@@ -11,8 +11,13 @@ summation order alone, so an exported file cannot be asked to agree more closely
 Latency: median of ``--repeat`` interleaved rounds, same threads; ratio = exported / PyTorch
 default, measured in the same run.
 
+The runner ``onnx-dynamic`` is ``nuim export --format onnx --dynamic``: the same graph with
+dynamic height/width axes, checked at ``--size`` and at the second size the export checks
+(where a 4:3 image lands), its latency measured at ``--size`` like the others.
+
     python bench/export.py                                   # 3 R-50 families, 1600x900, 2 threads
     python bench/export.py --size 384x216 --presets cascade-mask-rcnn-r50-1x --formats onnx
+    python bench/export.py --formats onnx onnx-dynamic       # fixed-size vs dynamic ONNX
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def bench_preset(name: str, w: int, h: int, formats: list[str], threads: int, re
     import torch
 
     from nuimcli.engine.export import (SUFFIXES, _prepare_for_export, _run_exported, build_source_model, export_meta,
-                                       sample_image)
+                                       sample_image, second_check_size)
+    from nuimcli.testing.random_weights import synthetic_image
     from nuimcli.export.formats import ONNX, TORCHSCRIPT
     from nuimcli.export.graph import ExportGraph
     from nuimcli.export.runtime import load_torchscript, onnx_session
@@ -64,24 +70,37 @@ def bench_preset(name: str, w: int, h: int, formats: list[str], threads: int, re
     rows = [dict(preset=name, runner="PyTorch, 1 thread (noise floor)", check=_figures(compare(ref, one_thread, h, w, thr, FLOAT32)))]
     runners = {"pytorch default": run_torch}
     meta = export_meta(det, w, h)
-    for fmt in formats:
-        path = workdir / f"{name}{SUFFIXES[fmt]}"
+    for runner in formats:
+        dynamic = runner == "onnx-dynamic"
+        fmt = ONNX if dynamic else runner
+        path = workdir / f"{name}-{runner}{SUFFIXES[fmt]}"
         t0 = time.perf_counter()
-        (write_onnx if fmt == ONNX else write_torchscript)(copy.deepcopy(graph), x, meta, path)
+        if fmt == ONNX:
+            write_onnx(copy.deepcopy(graph), x, meta, path, dynamic=dynamic)
+        else:
+            write_torchscript(copy.deepcopy(graph), x, meta, path)
         export_s = time.perf_counter() - t0
         got = _run_exported(path, fmt, image, torch.device("cpu"), threads)
-        rows.append(dict(preset=name, runner=fmt, check=_figures(compare(ref, got, h, w, thr, FLOAT32)),
-                         export_s=export_s, size_mb=path.stat().st_size / 2**20))
+        check = _figures(compare(ref, got, h, w, thr, FLOAT32))
+        if dynamic:  # and at the export's second check size
+            w2, h2 = second_check_size((w, h), w, h)
+            image2 = synthetic_image(w2, h2, 1)
+            with torch.no_grad():
+                ref2 = tuple(o.numpy() for o in graph(torch.from_numpy(image2)))
+            got2 = _run_exported(path, fmt, image2, torch.device("cpu"), threads)
+            check += f" | at {w2}x{h2}: " + _figures(compare(ref2, got2, h2, w2, thr, FLOAT32))
+        rows.append(dict(preset=name, runner=runner, check=check, export_s=export_s,
+                         size_mb=path.stat().st_size / 2**20))
         if fmt == ONNX:
             session = onnx_session(path, threads)
-            runners[fmt] = lambda s=session: s.run(None, {"image": image})
+            runners[runner] = lambda s=session: s.run(None, {"image": image})
         elif fmt == TORCHSCRIPT:
             module = load_torchscript(path, "cpu")
 
             def run_ts(m=module):
                 with torch.no_grad():
                     return m(x)
-            runners[fmt] = run_ts
+            runners[runner] = run_ts
     times: dict[str, list[float]] = {k: [] for k in runners}
     for fn in runners.values():  # warm-up (oneDNN primitive and ORT arena creation)
         fn()
@@ -105,7 +124,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="*", default=["mask-rcnn-r50-1x", "cascade-mask-rcnn-r50-1x", "htc-r50-1x"])
     ap.add_argument("--size", default="1600x900", help="network input WxH (default: the test scale)")
-    ap.add_argument("--formats", nargs="*", default=["onnx", "torchscript"])
+    ap.add_argument("--formats", nargs="*", default=["onnx", "torchscript"],
+                    choices=["onnx", "onnx-dynamic", "torchscript"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()

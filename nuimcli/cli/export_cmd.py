@@ -19,20 +19,26 @@ FORMAT_HELP = ("onnx (torch.onnx's TorchScript-based exporter, opset 17, run wit
 
 
 def render_result(doc: dict) -> None:
-    """The comparison figures as a table, then where the file went."""
-    c = doc["comparison"]
-    tol = c["tolerances"]
-    t = Table(title=f"exported {doc['format']} vs PyTorch model ({doc['precision']}, {doc['input_size'][0]}x"
-                    f"{doc['input_size'][1]} sample image)")
+    """The comparison figures as a table (a column per checked input size), then where the file went."""
+    checks = doc["checks"]
+    tol = checks[0]["tolerances"]
+    sizes = ", ".join(f"{c['input_size'][0]}x{c['input_size'][1]}" for c in checks)
+    kind = "any input size (dynamic), checked at" if doc["dynamic"] else "input size"
+    t = Table(title=f"exported {doc['format']} vs PyTorch model ({doc['precision']}; {kind} {sizes})")
     t.add_column("check")
-    t.add_column("measured", justify="right")
+    for c in checks:
+        t.add_column(f"{c['input_size'][0]}x{c['input_size'][1]}", justify="right")
     t.add_column("allowed", justify="right")
-    t.add_row("detections", f"{c['detections_exported']} vs {c['detections_ref']}", "equal")
-    t.add_row("max box difference (px)", f"{c['max_box_diff_px']:.3g}", f"{tol['box_px']:g}")
-    t.add_row("max score difference", f"{c['max_score_diff']:.3g}", f"{tol['score']:g}")
-    t.add_row("min mask IoU (pasted)", f"{c['min_mask_iou']:.4f}",
-              f"{tol['mask_iou']:g}, or only pixels within {tol['mask_prob_margin']:g} of the threshold differ")
-    t.add_row("pixels flipped, clear of the threshold", str(c["clear_pixels_flipped"]), "0")
+    rows = [
+        ("detections", lambda c: f"{c['detections_exported']} vs {c['detections_ref']}", "equal"),
+        ("max box difference (px)", lambda c: f"{c['max_box_diff_px']:.3g}", f"{tol['box_px']:g}"),
+        ("max score difference", lambda c: f"{c['max_score_diff']:.3g}", f"{tol['score']:g}"),
+        ("min mask IoU (pasted)", lambda c: f"{c['min_mask_iou']:.4f}",
+         f"{tol['mask_iou']:g}, or only pixels within {tol['mask_prob_margin']:g} of the threshold differ"),
+        ("pixels flipped, clear of the threshold", lambda c: str(c["clear_pixels_flipped"]), "0"),
+    ]
+    for name, figure, allowed in rows:
+        t.add_row(name, *[figure(c) for c in checks], allowed)
     console = stdout_console()
     console.print(t)
     console.print(f"wrote [green]{doc['path']}[/] (export {doc['export_s']:.1f} s, check {doc['verify_s']:.1f} s)")
@@ -49,7 +55,9 @@ def export_cmd(
                                                  help="Export PRESET with seeded random weights (for testing)."),
     input_size: Optional[str] = typer.Option(None, "--input-size", metavar="WxH", help="Network input size "
                                              "(default: the preset's test scale, e.g. 1600x900)."),
-    dynamic: bool = typer.Option(False, "--dynamic", help="Any input size (not supported yet: says so)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Any input size: the graph follows the image's size "
+                                 "(ONNX: dynamic height/width axes); checked at the test scale and at a second size "
+                                 "of another aspect ratio. Images are resized for the preset's test scale."),
     half: bool = typer.Option(False, "--half", help="float16 (CUDA, TorchScript only)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (float16 needs CUDA)."),
     sample: Optional[Path] = typer.Option(None, "--sample", help="Verify on this image (resized to the input "
@@ -63,10 +71,11 @@ def export_cmd(
     """Export a model to ONNX or TorchScript, checked before it is written.
 
     The graph takes one BGR uint8 image [H, W, 3] already resized with nuimcli.data.transforms.resize_keep_ratio
-    (normalisation and padding are inside) and returns boxes (x1,y1,x2,y2 in input pixels), scores, labels,
+    (to the input size; with --dynamic, to whatever size that function gives; normalisation and padding are
+    inside) and returns boxes (x1,y1,x2,y2 in input pixels), scores, labels,
     28x28 mask probabilities (paste them with nuimcli.models.roi_heads.paste_masks) and, for HTC with a
-    semantic head, semantic logits. The exported file is run on a sample image and compared with the PyTorch
-    model (same detections, boxes within 0.05 px, scores within 1e-3, pasted-mask IoU >= 0.98); a mismatch
+    semantic head, semantic logits. The exported file is run on a sample image (with --dynamic, at two sizes)
+    and compared with the PyTorch model (same detections, boxes within 0.05 px, scores within 1e-3, pasted-mask IoU >= 0.98); a mismatch
     exits 1 and writes nothing.
     """
     from nuimcli.cli.interrupt import on_interrupt

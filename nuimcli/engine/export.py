@@ -6,6 +6,12 @@ size into a temporary file next to the output, run that file on a sample image a
 with the PyTorch model (:mod:`nuimcli.export.verify`), and only then rename it to its final
 name. A comparison out of tolerance raises :class:`~nuimcli.errors.RunFailed` (exit 1) and
 leaves no file.
+
+``--dynamic``: the graph is traced at one size but computes its padding, anchors and clip
+windows from the size of the image it is given (the model code never turns a traced size into
+a Python int), and ONNX marks the image's height and width as dynamic axes. The check then runs
+at the traced size and at a second one of another aspect ratio (:func:`second_check_size`): a
+size frozen into the graph anywhere would show there.
 """
 
 from __future__ import annotations
@@ -36,17 +42,24 @@ class ExportResult:
     path: Path
     format: str
     meta: ExportMeta
-    comparison: Comparison
+    #: one per checked input size ``(W, H)``, the traced size first (two with ``--dynamic``)
+    checks: list[tuple[tuple[int, int], Comparison]]
     export_s: float
     verify_s: float
     extra: dict = field(default_factory=dict)
 
+    @property
+    def comparison(self) -> Comparison:
+        """The check at the traced input size."""
+        return self.checks[0][1]
+
     def to_dict(self) -> dict:
-        """JSON-ready summary."""
+        """JSON-ready summary (``comparison``: at the traced size; ``checks``: every checked size)."""
         return {"path": str(self.path), "format": self.format, "preset": self.meta.preset,
-                "input_size": self.meta.input_size, "precision": self.meta.precision,
+                "input_size": self.meta.input_size, "dynamic": self.meta.dynamic, "precision": self.meta.precision,
                 "export_s": round(self.export_s, 3), "verify_s": round(self.verify_s, 3),
-                "comparison": self.comparison.to_dict()}
+                "comparison": self.comparison.to_dict(),
+                "checks": [{"input_size": list(size), **c.to_dict()} for size, c in self.checks]}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -116,6 +129,30 @@ def sample_image(width: int, height: int, sample: Optional[Path]) -> np.ndarray:
     return resized
 
 
+def second_check_size(test_scale: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """The second input size a ``--dynamic`` export is checked at: where ``resize_keep_ratio``
+    puts a 4:3 camera image (a 16:9 one when the traced size is already 4:3) for ``test_scale``,
+    e.g. 1200x900 next to nuImages' 1600x900 — another width, and a height that needs padding."""
+    from nuimcli.data.transforms import resize_keep_ratio
+
+    aspect = (16, 9) if abs(width * 3 - height * 4) <= max(width, height) // 100 else (4, 3)
+    probe = np.zeros((aspect[1] * 40, aspect[0] * 40, 3), dtype=np.uint8)
+    resized, _ = resize_keep_ratio(probe, (max(test_scale), min(test_scale)))
+    return int(resized.shape[1]), int(resized.shape[0])
+
+
+def _dynamic_sample(test_scale: tuple[int, int], sample: Optional[Path]) -> np.ndarray:
+    """The image a ``--dynamic`` export is traced on: ``sample`` resized for ``test_scale``
+    (any aspect ratio), or the synthetic street picture at the test scale."""
+    from nuimcli.data.transforms import load_image, resize_keep_ratio
+    from nuimcli.testing.random_weights import synthetic_image
+
+    long, short = max(test_scale), min(test_scale)
+    if sample is None:
+        return synthetic_image(long, short, 0)
+    return resize_keep_ratio(load_image(sample), (long, short))[0]
+
+
 def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device, threads: Optional[int]) -> tuple:
     """Run a freshly written file (not yet under its final name) on one resized image."""
     if fmt == TORCHSCRIPT:
@@ -130,14 +167,19 @@ def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device,
     return tuple(onnx_session(path, threads).run(None, {"image": image}))
 
 
-def export_meta(det: torch.nn.Module, width: int, height: int, half: bool = False) -> ExportMeta:
-    """What an exported file of the prepared detector ``det`` at ``width`` x ``height`` carries."""
+def export_meta(det: torch.nn.Module, width: int, height: int, half: bool = False,
+                dynamic: bool = False) -> ExportMeta:
+    """What an exported file of the prepared detector ``det`` traced at ``width`` x ``height``
+    carries. A fixed-size file resizes images for its input size; a ``dynamic`` one for the
+    model's own test scale."""
     test_cfg = det.roi_head.test_cfg
     outputs = list(OUTPUT_NAMES) + ([SEMANTIC_OUTPUT] if det.has_semantic_head else [])
+    scale = det.test_scale if dynamic else (width, height)
     return ExportMeta(preset=det.preset.name, classes=list(getattr(det, "classes", CLASSES)),
                       score_thr=float(test_cfg.score_thr), mask_thr_binary=float(test_cfg.mask_thr_binary),
-                      test_scale=[max(width, height), min(width, height)], input_size=[width, height],
-                      size_divisor=int(det.size_divisor), outputs=outputs, precision="float16" if half else "float32")
+                      test_scale=[int(max(scale)), int(min(scale))], input_size=[width, height],
+                      size_divisor=int(det.size_divisor), outputs=outputs, precision="float16" if half else "float32",
+                      dynamic=dynamic)
 
 
 def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] = None,
@@ -154,11 +196,6 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if dynamic and input_size is not None:
         raise UserError("--input-size and --dynamic exclude each other")
-    if dynamic:
-        # torch.jit.trace freezes the input size into the graph's shape arithmetic (padding,
-        # clipping, anchors); a size-generic graph needs that arithmetic rewritten first
-        raise UserError("--dynamic is not supported yet: the graph is traced at one input size; "
-                        "export once per size with --input-size WxH")
     from nuimcli.utils.device import resolve_device
 
     dev = torch.device(resolve_device(str(device), what="device"))
@@ -176,13 +213,22 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
     det = _prepare_for_export(build_source_model(model, preset, random_weights, trust=trust, calib_size=input_size,
                                                  exact=exact), exact=exact)
     p = det.preset
-    w, h = input_size or (int(max(det.test_scale)), int(min(det.test_scale)))
-    image = sample_image(w, h, sample)
-    x = torch.from_numpy(image)
+    if dynamic:
+        image = _dynamic_sample(det.test_scale, sample)
+        h, w = image.shape[:2]
+        from nuimcli.testing.random_weights import synthetic_image
+
+        # seed 1: another picture than the traced one, at another size
+        images = [image, synthetic_image(*second_check_size(det.test_scale, w, h), 1)]
+    else:
+        w, h = input_size or (int(max(det.test_scale)), int(min(det.test_scale)))
+        images = [sample_image(w, h, sample)]
+    x = torch.from_numpy(images[0])
     ref_graph = ExportGraph(det).eval()
     with torch.no_grad():
-        ref = tuple(o.cpu().numpy() for o in ref_graph(x))
-    meta = export_meta(det, w, h, half)
+        refs = [tuple(o.cpu().numpy() for o in ref_graph(torch.from_numpy(im))) for im in images]
+    meta = export_meta(det, w, h, half, dynamic)
+    meta.extra["checked_sizes"] = [[im.shape[1], im.shape[0]] for im in images]
     graph = ref_graph
     if half:
         graph = ExportGraph(det.to(dev).half()).to(dev).eval()
@@ -194,12 +240,18 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
         if fmt == TORCHSCRIPT:
             write_torchscript(graph, x.to(dev), meta, tmp)
         else:
-            write_onnx(graph, x, meta, tmp)
+            write_onnx(graph, x, meta, tmp, dynamic=dynamic)
         t1 = time.perf_counter()
-        got = _run_exported(tmp, fmt, image, dev, threads)
-        cmp = compare(ref, got, h, w, meta.mask_thr_binary, FLOAT16 if half else FLOAT32)
+        checks = []
+        for im, ref in zip(images, refs):
+            ih, iw = im.shape[:2]
+            cmp = compare(ref, _run_exported(tmp, fmt, im, dev, threads), ih, iw, meta.mask_thr_binary,
+                          FLOAT16 if half else FLOAT32)
+            if not cmp.ok:
+                where = f" at {iw}x{ih}" if dynamic else ""
+                raise RunFailed(f"{out}: the exported {fmt} file does not predict what the model does{where} "
+                                f"({cmp.failure()}); nothing written")
+            checks.append(((iw, ih), cmp))
         t2 = time.perf_counter()
-        if not cmp.ok:
-            raise RunFailed(f"{out}: the exported {fmt} file does not predict what the model does "
-                            f"({cmp.failure()}); nothing written")
-    return ExportResult(path=out, format=fmt, meta=meta, comparison=cmp, export_s=t1 - t0, verify_s=t2 - t1)
+    return ExportResult(path=out, format=fmt, meta=meta, checks=checks, export_s=t1 - t0, verify_s=t2 - t1)
+

@@ -30,9 +30,12 @@ TORCHSCRIPT = "torchscript"
 class ExportMeta:
     """What an exported file says about itself (stored as JSON inside it).
 
-    ``input_size`` is ``[width, height]`` of the fixed input; ``test_scale`` the ``(long,
-    short)`` bound of :func:`nuimcli.data.transforms.resize_keep_ratio` the runtime resizes
-    with; ``precision`` ``float32`` or ``float16``; ``outputs`` the graph's output names.
+    ``input_size`` is ``[width, height]`` of the input the graph was traced at, the only size
+    it takes unless ``dynamic``; ``test_scale`` the ``(long, short)`` bound of
+    :func:`nuimcli.data.transforms.resize_keep_ratio` the runtime resizes with (a dynamic
+    file: the model's test scale, whatever aspect ratio the image has); ``precision``
+    ``float32`` or ``float16``; ``outputs`` the graph's output names; ``extra`` holds
+    ``checked_sizes``, the ``[width, height]`` the export check ran at.
     """
 
     preset: str
@@ -44,6 +47,7 @@ class ExportMeta:
     size_divisor: int
     outputs: list[str]
     precision: str = "float32"
+    dynamic: bool = False
     format_version: int = 1
     extra: dict = field(default_factory=dict)
 

@@ -45,7 +45,9 @@ class ExportGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         """See the class docstring."""
-        h, w = int(image.shape[0]), int(image.shape[1])
+        # no int(): traced, these are the graph's input size, which a --dynamic export keeps
+        # symbolic all the way to the padding, the anchors and the clip windows
+        h, w = image.shape[0], image.shape[1]
         x = image.permute(2, 0, 1).to(self.mean.dtype)
         if self.to_rgb:
             x = x.flip(0)

@@ -110,9 +110,9 @@ class ExportedModel:
     def run(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run the graph on one resized BGR uint8 ``[H, W, 3]`` image; outputs as numpy arrays."""
         w, h = self.meta.input_size
-        if image.shape[:2] != (h, w):
+        if not self.meta.dynamic and image.shape[:2] != (h, w):
             raise UserError(f"{self.path}: exported for {w}x{h} input, got an image resized to "
-                            f"{image.shape[1]}x{image.shape[0]} (export again with --input-size)")
+                            f"{image.shape[1]}x{image.shape[0]} (export again with --dynamic, or --input-size)")
         image = np.ascontiguousarray(image)
         if self._session is not None:
             return tuple(self._session.run(None, {"image": image}))

@@ -1,9 +1,15 @@
 """Writing an :class:`~nuimcli.export.graph.ExportGraph` to a file of one format.
 
-TorchScript: ``torch.jit.trace`` (one fixed input size), saved with the metadata as the extra
+TorchScript: ``torch.jit.trace`` on one example image, saved with the metadata as the extra
 file ``nuimcli.json``. ONNX: the TorchScript-based exporter (``torch.onnx.export(...,
 dynamo=False)``), whose symbolics map torchvision's ``nms`` and ``roi_align`` to ONNX
 ``NonMaxSuppression`` / ``RoiAlign``; the metadata goes into ``metadata_props``.
+
+The traced graph computes its padding, anchors and clip windows from the input's size (the
+model code keeps sizes symbolic while tracing), so the TorchScript file follows any size; an
+ONNX file does only when exported with ``dynamic`` (height and width as dynamic axes), else
+onnxruntime holds it to the traced size. Which sizes a file is *checked* at is the exporter's
+business (:mod:`nuimcli.engine.export`).
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ OPSET = 17
 
 def trace(graph: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of the graph on one example image (no gradient)."""
-    # the tracer warns about every Python value frozen into the graph: the graph is traced at one
-    # fixed input size on purpose, and every export is verified afterwards
+    # the tracer warns about every Python value frozen into the graph (branches on detection
+    # counts, constants): every export is verified afterwards, at each size it promises
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.jit.trace(graph, (example,), check_trace=False)
@@ -48,8 +54,11 @@ def _uses_deform_conv(graph: torch.nn.Module) -> bool:
     return any(isinstance(m, DeformConv2d) for m in graph.modules())
 
 
-def write_onnx(graph: torch.nn.Module, example: torch.Tensor, meta: ExportMeta, path: str | os.PathLike) -> None:
-    """Export ``graph`` to ONNX at ``example``'s size, with ``meta`` in ``metadata_props``."""
+def write_onnx(graph: torch.nn.Module, example: torch.Tensor, meta: ExportMeta, path: str | os.PathLike,
+               dynamic: bool = False) -> None:
+    """Export ``graph`` to ONNX at ``example``'s size (any size with ``dynamic``: the image's
+    height and width become the dynamic axes ``height`` / ``width``), with ``meta`` in
+    ``metadata_props``."""
     import onnx
 
     if _uses_deform_conv(graph):
@@ -59,8 +68,9 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, meta: ExportMeta, 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # as in trace()
+        axes = {INPUT_NAME: {0: "height", 1: "width"}} if dynamic else None
         torch.onnx.export(graph, (example,), buf, input_names=[INPUT_NAME], output_names=list(meta.outputs),
-                          opset_version=OPSET, dynamo=False)
+                          opset_version=OPSET, dynamo=False, dynamic_axes=axes)
     model = onnx.load_from_string(buf.getvalue())
     entry = model.metadata_props.add()
     entry.key, entry.value = META_KEY, meta.to_json()

@@ -8,7 +8,7 @@ resized, unpadded image (``img_shape``), not ``W - 1``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -66,13 +66,15 @@ class AnchorGenerator:
     def single_level_grid_anchors(self, level: int, featmap_size: Sequence[int],
                                   device: torch.device | str = "cpu") -> Tensor:
         """Anchors of one level: ``[H * W * A, 4]`` for ``featmap_size = (H, W)``."""
-        feat_h, feat_w = int(featmap_size[0]), int(featmap_size[1])
+        # no int(): while an export is traced the sizes are tensors, and the anchors must follow
+        # the input size of the exported graph (--dynamic) rather than be frozen at the traced one
+        feat_h, feat_w = featmap_size[0], featmap_size[1]
         stride = self.strides[level]
         base = self.base_anchors[level].to(device)
         shift_x = torch.arange(0, feat_w, device=device).to(torch.float32) * stride
         shift_y = torch.arange(0, feat_h, device=device).to(torch.float32) * stride
-        shift_xx = shift_x.repeat(feat_h)
-        shift_yy = shift_y.view(-1, 1).repeat(1, feat_w).view(-1)
+        # row-major (y, x) grid: the order of mmdet's repeat / view(-1, 1).repeat
+        shift_yy, shift_xx = (g.reshape(-1) for g in torch.meshgrid(shift_y, shift_x, indexing="ij"))
         shifts = torch.stack([shift_xx, shift_yy, shift_xx, shift_yy], dim=-1)
         return (base[None, :, :] + shifts[:, None, :]).view(-1, 4)
 
@@ -183,9 +185,24 @@ class DeltaXYWHBBoxCoder:
         x2y2 = gxy + (gwh * 0.5)
         boxes = torch.cat([x1y1, x2y2], dim=-1)
         if max_shape is not None:
-            boxes[..., 0::2].clamp_(min=0, max=float(max_shape[1]))
-            boxes[..., 1::2].clamp_(min=0, max=float(max_shape[0]))
+            boxes = clip_boxes(boxes, max_shape)
         return boxes.reshape(num_boxes, -1)
+
+
+def clip_boxes(boxes: Tensor, max_shape: Sequence[Union[int, Tensor]]) -> Tensor:
+    """Clip ``[N, 4]`` boxes to ``[0, w] x [0, h]`` of ``max_shape = (h, w)``.
+
+    ``h`` and ``w`` are ints, or 0-dim tensors while an export is traced: then the clip window
+    is read from the graph's input size, so a ``--dynamic`` graph clips each image to its own
+    size (``float(h)`` would freeze the traced one). Both give the same bits.
+    """
+    h, w = max_shape[0], max_shape[1]
+    if isinstance(h, Tensor) and isinstance(w, Tensor):
+        upper = torch.stack([w, h, w, h]).to(boxes)
+        return torch.min(boxes.clamp(min=0), upper)
+    boxes[..., 0::2].clamp_(min=0, max=float(w))
+    boxes[..., 1::2].clamp_(min=0, max=float(h))
+    return boxes
 
 
 def bbox_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", is_aligned: bool = False,

@@ -190,7 +190,9 @@ class RPNHead(nn.Module):
         for level, (cls, reg, anc) in enumerate(zip(cls_scores, bbox_preds, anchors)):
             scores = cls.permute(1, 2, 0).reshape(-1).sigmoid()
             deltas = reg.permute(1, 2, 0).reshape(-1, 4)
-            if 0 < nms_pre < scores.shape[0]:
+            # a traced export keeps the sort whatever the anchor count, which follows its input
+            # size (--dynamic); slicing past the end keeps all. Eager: mmdet's condition.
+            if 0 < nms_pre and (torch.jit.is_tracing() or nms_pre < scores.shape[0]):
                 # mmdet sorts (rather than topk); keep its order among equal scores too.
                 ranked, order = scores.sort(descending=True)
                 keep = order[:nms_pre]

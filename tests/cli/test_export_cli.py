@@ -89,10 +89,23 @@ def test_export_then_predict_and_eval_like_the_checkpoint(fmt, ckpt, tmp_path, c
         assert abs(metrics["pth"][k]["AP"] - metrics["exp"][k]["AP"]) <= 1e-3, k
 
 
+def test_dynamic_export_shows_a_column_per_checked_size(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, "export", "--random-weights", "mask-rcnn-r18-tiny", "--format", "onnx",
+                          "--dynamic", "--threads", "2")
+    assert code == 0, err
+    # the tiny preset's test scale, and where a 4:3 image lands in it
+    assert "any input size (dynamic), checked at 384x216, 288x216" in " ".join(out.split())
+    header = next(line for line in out.splitlines() if "check" in line and "allowed" in line)
+    assert "384x216" in header and "288x216" in header
+    assert (tmp_path / "mask-rcnn-r18-tiny.onnx").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--random-weights", "mask-rcnn-r18-tiny", "--format", "tflite"], "--format 'tflite'"),
     (["--random-weights", "mask-rcnn-r18-tiny", "--format", "onnx", "--input-size", "big"], "--input-size 'big'"),
-    (["--random-weights", "mask-rcnn-r18-tiny", "--format", "onnx", "--dynamic"], "--dynamic is not supported"),
+    (["--random-weights", "mask-rcnn-r18-tiny", "--format", "onnx", "--dynamic", "--input-size", "256x144"],
+     "exclude each other"),
     (["--random-weights", "mask-rcnn-r18-tiny", "--format", "torchscript", "--half"], "needs a CUDA device"),
     (["--random-weights", "no-such-preset", "--format", "onnx"], "no-such-preset"),
     (["--format", "onnx"], "give MODEL"),

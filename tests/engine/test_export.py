@@ -96,6 +96,34 @@ def test_export_verifies_and_predicts_like_pytorch(kind, fmt, checkpoints, tmp_p
     _same(load_detector(checkpoints[kind]).predict([img]), exported.predict([img]))
 
 
+@pytest.mark.parametrize("kind, fmt", [(k, ONNX) for k in ("mask", "cascade", "htc")] + [("mask", TORCHSCRIPT)])
+def test_dynamic_export_is_checked_at_two_sizes_and_predicts_any_aspect_ratio(kind, fmt, checkpoints, tmp_path):
+    out = tmp_path / "model.bin"
+    res = export_model(fmt=fmt, out=out, model=checkpoints[kind], dynamic=True, threads=2)
+    sizes = [size for size, _ in res.checks]
+    # traced at the test scale, checked there and where a 4:3 image lands
+    assert sizes == [SIZE, (192, 144)] and all(c.ok and c.detections_ref > 0 for _, c in res.checks)
+    m = res.meta
+    assert m.dynamic and m.test_scale == [256, 144] and m.extra["checked_sizes"] == [[256, 144], [192, 144]]
+    assert res.to_dict()["dynamic"] and len(res.to_dict()["checks"]) == 2
+    from nuimcli.engine.resolve import load_detector
+
+    exported = load_detector(str(out))
+    assert exported.meta.dynamic
+    # portrait, 4:3 and a height that needs padding: resized for the test scale, run as they come
+    images = [synthetic_image(216, 384, 2), synthetic_image(400, 300, 4), synthetic_image(500, 170, 5)]
+    _same(load_detector(checkpoints[kind]).predict(images), exported.predict(images))
+
+
+def test_a_fixed_size_file_refuses_another_size_and_says_how_to_get_one(checkpoints, tmp_path):
+    out = tmp_path / "m.onnx"
+    export_model(fmt=ONNX, out=out, model=checkpoints["mask"], input_size=SIZE, threads=2)
+    from nuimcli.engine.resolve import load_detector
+
+    with pytest.raises(UserError, match=r"exported for 256x144 input, got an image resized to 192x144 .*--dynamic"):
+        load_detector(str(out)).predict([synthetic_image(400, 300, 4)])
+
+
 def test_mismatch_is_exit_1_and_writes_nothing(checkpoints, tmp_path, monkeypatch):
     import nuimcli.engine.export as ex
 
@@ -115,7 +143,6 @@ def test_mismatch_is_exit_1_and_writes_nothing(checkpoints, tmp_path, monkeypatc
 @pytest.mark.parametrize("kwargs, message", [
     (dict(fmt="tensorrt"), "--format 'tensorrt'"),
     (dict(fmt=TORCHSCRIPT, dynamic=True, input_size=SIZE), "exclude each other"),
-    (dict(fmt=TORCHSCRIPT, dynamic=True), "--dynamic is not supported"),
     (dict(fmt=TORCHSCRIPT, half=True), "needs a CUDA device"),
     (dict(fmt=TORCHSCRIPT), "give MODEL"),
 ])

@@ -271,7 +271,8 @@ class RoIHead(nn.Module, metaclass=abc.ABCMeta):
         clipped to each image's ``img_shape``: B tensors ``[K_i, 4]``."""
         head = self.stage_bbox_head(stage)
         out = []
-        for r, lab, pred, meta in zip(rois.split(counts), labels.split(counts), bbox_pred.split(counts), img_metas):
+        for r, lab, pred, meta in zip(per_image(rois, counts), per_image(labels, counts), per_image(bbox_pred, counts),
+                                      img_metas):
             out.append(head.regress_by_class(r[:, 1:], lab, pred, meta.img_shape) if r.size(0) else r[:, 1:])
         return out
 
@@ -281,9 +282,9 @@ class RoIHead(nn.Module, metaclass=abc.ABCMeta):
         """Per image: the mean of the stages' raw logits (summed in stage order, as mmdet), then
         softmax, the last stage's boxes and per-class NMS."""
         last = self.stage_bbox_head(self.num_stages - 1)
-        scores = [s.split(counts, 0) for s in stage_scores]
+        scores = [per_image(s, counts) for s in stage_scores]
         out = []
-        for i, (r, pred) in enumerate(zip(rois.split(counts, 0), bbox_pred.split(counts, 0))):
+        for i, (r, pred) in enumerate(zip(per_image(rois, counts), per_image(bbox_pred, counts))):
             if counts[i] == 0:
                 out.append(self._empty(feats))
                 continue
@@ -309,10 +310,22 @@ class RoIHead(nn.Module, metaclass=abc.ABCMeta):
         if sum(counts) == 0:
             return
         labels = torch.cat([d.labels for d in dets])
-        probs = self.mask_probs(feats, bbox2roi(boxes), labels, semantic_feat).split(counts, 0)
+        probs = per_image(self.mask_probs(feats, bbox2roi(boxes), labels, semantic_feat), counts)
         for d, p, b, m in zip(dets, probs, boxes, img_metas):
             d.mask_probs = p
             d.mask_boxes = b / b.new_tensor(m.scale_factor)
+
+
+def per_image(t: Tensor, counts: Sequence[int]) -> Sequence[Tensor]:
+    """``t`` (rows of a batch's images, concatenated) split into one tensor per image.
+
+    One image takes all the rows without a split: a traced export would freeze ``counts``
+    (the proposal and detection counts of its example image) into the graph, and an image with
+    fewer proposals would then fail or be cut.
+    """
+    if len(counts) == 1:
+        return (t,)
+    return t.split(list(counts), 0)
 
 
 @dataclass
