@@ -13,7 +13,7 @@ import torch
 
 from nuimcli import CLASSES
 from nuimcli.checkpoints import save_checkpoint
-from nuimcli.engine.export import export_model, parse_size
+from nuimcli.engine.export import export_model, parse_size, second_check_size
 from nuimcli.errors import RunFailed, UserError
 from nuimcli.export.formats import ONNX, TORCHSCRIPT, detect_format, require_onnx
 from nuimcli.export.verify import FLOAT32
@@ -151,6 +151,12 @@ def test_bad_input_is_one_line(kwargs, message, tmp_path):
         export_model(out=tmp_path / "x", **kwargs)
     assert "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_second_check_size_has_another_aspect_ratio():
+    assert second_check_size((1600, 900), 1600, 900) == (1200, 900)  # a 4:3 camera image
+    assert second_check_size((1600, 900), 1200, 900) == (1600, 900)  # traced at 4:3: then 16:9
+    assert second_check_size((256, 144), 256, 144) == (192, 144)
 
 
 @pytest.mark.parametrize("text", ["320", "axb", "0x10", "-3x4"])
