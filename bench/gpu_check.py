@@ -6,10 +6,15 @@
    one (``nuimcli.testing.prediction_diff``: detection counts, matched pairs, largest box and
    score differences, smallest mask IoU).
 2. ``nuim benchmark`` for the three R-50 families at 1600x900, float32 and float16, on CUDA.
+3. ``nuim export --half`` (float16 TorchScript, traced on the device) of the three R-50 families
+   at ``--size``: the export check's figures against the float32 PyTorch model on the device,
+   whatever they are (the float16 tolerances of ``nuimcli.export.verify.FLOAT16`` are to be set
+   from these), plus whether the current ``FLOAT16`` tolerances pass.
 
     python bench/gpu_check.py                       # everything, writes gpu_check.json
     python bench/gpu_check.py --skip-benchmark --archs mask-rcnn_r50_fpn_1x_nuim
     python bench/gpu_check.py --device cpu --half-dtype bfloat16 --skip-benchmark   # CPU bf16 parity
+    python bench/gpu_check.py --device cpu --skip-parity --skip-benchmark --size 384x216   # the export part, CPU
 
 Without CUDA (and without ``--device cpu``) it says so and exits 2.
 """
@@ -83,6 +88,47 @@ def benchmarks(device: str, size: str, repeat: int) -> list[dict]:
     return rows
 
 
+def half_exports(device: str, size: str) -> list[dict]:
+    """Section 3: per R-50 family, a float16 TorchScript export's figures against float32."""
+    import copy
+    import tempfile
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import torch
+
+    from nuimcli.engine.export import _prepare_for_export, _run_exported, build_source_model, export_meta, sample_image
+    from nuimcli.export.graph import ExportGraph
+    from nuimcli.export.verify import FLOAT16, compare
+    from nuimcli.export.writers import write_torchscript
+    from nuimcli.testing.prediction_diff import prediction_diff
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    dev = torch.device(device)
+    image = sample_image(w, h, None)
+    rows = []
+    for preset in FAMILIES:
+        det = _prepare_for_export(build_source_model(None, None, preset, calib_size=(w, h))).to(dev)
+        with torch.no_grad():
+            ref = tuple(o.cpu().numpy() for o in ExportGraph(det).eval()(torch.from_numpy(image).to(dev)))
+        graph = ExportGraph(copy.deepcopy(det).half()).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "half.pt"
+            write_torchscript(graph, torch.from_numpy(image).to(dev), export_meta(det, w, h, half=True), path)
+            got = _run_exported(path, "torchscript", image, dev, None)
+        c = compare(ref, got, h, w, float(det.roi_head.test_cfg.mask_thr_binary), FLOAT16)
+        # the check stops at the first failure; the matched pairs say how far float16 is
+        pairs = prediction_diff(*(SimpleNamespace(boxes=o[0].astype(np.float32), scores=o[1].astype(np.float32),
+                                                  labels=o[2]) for o in (ref, got)))
+        rows.append(dict(preset=preset, size=[w, h], check=c.to_dict(), pairs=pairs))
+        print(f"{preset:28s} float16 export: {pairs['matched']}/{pairs['detections_ref']} matched (IoU >= 0.5, same "
+              f"label), box {pairs['box_max_abs_px']:.3g} px, score {pairs['score_max_abs']:.2g} over them; check: "
+              f"{c.detections_exported}/{c.detections_ref} dets, box {c.max_box_diff_px:.3g} px, min mask IoU "
+              f"{c.min_mask_iou:.4f}; FLOAT16 tolerances {'pass' if c.ok else 'FAIL'}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -92,6 +138,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-benchmark", action="store_true")
+    ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--json", type=Path, default=Path("gpu_check.json"))
     args = ap.parse_args()
     import torch
@@ -107,6 +154,8 @@ def main() -> None:
         doc["parity_vs_cpu_exact"] = parity(args.archs, args.device, half_dtype)
     if not args.skip_benchmark:
         doc["benchmark"] = benchmarks(args.device, args.size, args.repeat)
+    if not args.skip_export:
+        doc["half_exports"] = half_exports(args.device, args.size)
     args.json.write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.json}")
 
