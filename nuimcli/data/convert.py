@@ -214,6 +214,8 @@ def convert_version(
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_json.unlink()
+        # the pool is joined by now (closing() above): what its killed workers were writing goes
+        _remove_stale_temps(out_dir)
         raise
     finally:
         manifest.compact()

@@ -115,8 +115,13 @@ def _init_worker(ctx: WorkerContext) -> None:
     global _STATE
     # Ctrl-C reaches the whole process group: let the parent handle it and terminate the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Pool.terminate() ends the workers with SIGTERM: the default action, which the kernel carries
+    # out wherever the worker is. A Python handler could be lost: a SIGTERM landing just before
+    # the worker blocks on the task queue's lock (held by the terminating parent) left it waiting
+    # forever and the parent in join() (seen once in CI). The parent removes the killed workers'
+    # temporary PNGs once the pool is joined (convert.convert_version).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _STATE = WorkerState(ctx)
-    signal.signal(signal.SIGTERM, _STATE.on_terminate)
 
 
 def _process_chunk(items: list[Item]) -> list[ImageResult]:
@@ -136,21 +141,12 @@ class WorkerState:
         self.surfaces_f = open(ctx.surface_path, "rb")
         self.manifest_fd = os.open(ctx.manifest_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.made_dirs: set[str] = set()
-        self.current_tmp: Optional[str] = None
 
     def close(self) -> None:
         """Close the table files and the manifest descriptor."""
         self.objects_f.close()
         self.surfaces_f.close()
         os.close(self.manifest_fd)
-
-    def on_terminate(self, signum, frame) -> None:  # noqa: ARG002
-        """SIGTERM handler of a pool worker."""
-        # The pool is being terminated (error or Ctrl-C in the parent): leave no temporary PNG.
-        if self.current_tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(self.current_tmp)
-        os._exit(1)
 
     def process(self, item: Item) -> ImageResult:
         """Read the image's rows, paint and write its PNG (unless the recorded one still holds),
@@ -248,7 +244,6 @@ class WorkerState:
         # The buffer is column-major (W x H in C order); cv2.transpose gives the H x W image.
         sem = self.cv2.transpose(flat.reshape(width, height)) if flat.size else flat.reshape(height, width)
         tmp = os.path.join(folder, f".{os.path.basename(final)}.{os.getpid()}.tmp.png")
-        self.current_tmp = tmp
         try:
             # OpenCV's default PNG settings (as mmcv.imwrite): the fastest of its modes for these maps.
             if not self.cv2.imwrite(tmp, sem):
@@ -258,8 +253,6 @@ class WorkerState:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        finally:
-            self.current_tmp = None
         st = os.stat(final)
         entry = (fp, st.st_size, st.st_mtime_ns, max_value)
         os.write(self.manifest_fd, manifest_line(png, entry).encode())

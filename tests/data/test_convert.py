@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -251,6 +252,35 @@ def test_interrupted_run_resumes_without_rewriting_finished_pngs(golden_root, tm
     assert all(after[k] == v for k, v in finished.items())  # same inode and mtime: not rewritten
     _assert_same_output(out, ref, [f"nuimages_{v}.json" for v in VERSIONS])
     assert Manifest(out / MANIFEST_NAME).entries.keys() == Manifest(ref / MANIFEST_NAME).entries.keys()
+
+
+def test_a_failed_run_ends_its_workers_and_removes_their_temporary_pngs(golden_root, tmp_path, monkeypatch):
+    """One worker fails while the other is in the middle of writing a PNG (here: its temporary
+    file exists and it sleeps): the pool is terminated (SIGTERM, default action), the error
+    reaches the caller at once, and the parent removes the killed worker's temporary file."""
+    out = tmp_path / "out"
+    marker = tmp_path / "writing"
+    tmp_png = out / "semantic_masks" / ".frame.png.4242.tmp.png"
+
+    def stuck_or_failing(self, item):
+        if item[0] == 0:  # the first image's worker fails once the other is mid-write
+            deadline = time.monotonic() + 60
+            while not tmp_png.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise RuntimeError("simulated crash")
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            tmp_png.parent.mkdir(parents=True, exist_ok=True)
+            tmp_png.write_bytes(b"half a png")
+        time.sleep(600)
+
+    monkeypatch.setattr(convert_worker.WorkerState, "process", stuck_or_failing)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cv.convert(golden_root, ["v1.0-mini"], out, nproc=2, chunk_size=1)
+    assert time.monotonic() - t0 < 60  # the sleeping worker did not hold the pool up
+    assert marker.exists() and not tmp_png.exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".tmp.png"))]
 
 
 def test_stale_pngs_are_repainted_and_only_those(golden_root, tmp_path):
