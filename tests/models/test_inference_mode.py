@@ -14,7 +14,8 @@ from nuimcli.models.build import build_model
 from nuimcli.models.inference_mode import fold_batchnorm, fold_conv_bn, prepare_for_inference
 from nuimcli.models.roi_heads.mask_heads import FCNMaskHead, HTCMaskHead
 from nuimcli.presets import load_preset
-from nuimcli.testing.random_weights import randomize, synthetic_image
+from nuimcli.testing.prediction_diff import prediction_diff
+from nuimcli.testing.random_weights import calibrated_model, randomize, synthetic_image
 
 
 def _random_bn(bn: nn.BatchNorm2d, g: torch.Generator) -> None:
@@ -66,19 +67,29 @@ def test_fold_batchnorm_removes_every_backbone_bn_and_keeps_outputs(tiny):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_prepare_folds_a_copy_and_leaves_the_model_and_its_state_dict_alone(tiny):
-    before = {k: v.clone() for k, v in tiny.state_dict().items()}
-    fast = prepare_for_inference(tiny)
-    assert fast is not tiny and fast.inference_only and fast.backbone.channels_last is True
-    after = tiny.state_dict()
+@pytest.fixture(scope="module")
+def calibrated_tiny():
+    """The tiny preset with calibrated random weights: detections that look like a trained model's.
+    (The uncalibrated ``tiny`` model's boxes are degenerate and chaotic: fast vs exact moved one by
+    0.056 px on an AMD EPYC and by up to 2.2 px for other seeds, so it cannot test parity.)"""
+    return calibrated_model(load_preset("mask-rcnn-r18-tiny"), 160, 96, seed=0)
+
+
+def test_prepare_folds_a_copy_and_leaves_the_model_and_its_state_dict_alone(calibrated_tiny):
+    model = calibrated_tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = prepare_for_inference(model)
+    assert fast is not model and fast.inference_only and fast.backbone.channels_last is True
+    after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert not getattr(tiny, "inference_only", False)
+    assert not getattr(model, "inference_only", False)
     img = synthetic_image(160, 96, 1)
-    exact, quick = tiny.predict([img])[0], fast.predict([img])[0]
-    assert len(exact) == len(quick) > 0
-    np.testing.assert_array_equal(exact.labels, quick.labels)
-    np.testing.assert_allclose(quick.boxes, exact.boxes, atol=0.05)
-    np.testing.assert_allclose(quick.scores, exact.scores, atol=1e-3)
+    exact, quick = model.predict([img])[0], fast.predict([img])[0]
+    # Measured (6 weight seeds x 2 images x 160x96 and 256x144): 100/100 matched, boxes within
+    # 2.0e-3 px, scores within 8e-5 -- 25x and 12x inside the export check's own tolerances.
+    diff = prediction_diff(exact, quick, min_iou=0.9)
+    assert diff["detections_ref"] == diff["detections_other"] == diff["matched"] > 0, diff
+    assert diff["box_max_abs_px"] < 0.05 and diff["score_max_abs"] < 1e-3, diff
 
 
 @pytest.mark.parametrize("head_cls", [FCNMaskHead, HTCMaskHead])
