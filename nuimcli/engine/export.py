@@ -113,17 +113,19 @@ def _prepare_for_export(model: torch.nn.Module, exact: bool = False) -> torch.nn
     return model
 
 
-def sample_image(width: int, height: int, sample: Optional[Path]) -> np.ndarray:
-    """The image the export is traced and verified on, ``[height, width, 3]`` BGR uint8: ``sample``
-    resized (keep-ratio, the shared :func:`~nuimcli.data.transforms.resize_keep_ratio`) when it
-    fits the input size exactly, else the synthetic street picture."""
+def sample_image(width: int, height: int, sample: Optional[Path], any_aspect: bool = False) -> np.ndarray:
+    """The image the export is traced and verified on, BGR uint8: ``sample`` resized (keep-ratio,
+    the shared :func:`~nuimcli.data.transforms.resize_keep_ratio`) for ``width`` x ``height``,
+    else the synthetic street picture at that size. A fixed-size export (``any_aspect`` false)
+    needs the resized sample to fill the input size exactly; a ``--dynamic`` one takes whatever
+    size the resize gives."""
     from nuimcli.data.transforms import load_image, resize_keep_ratio
     from nuimcli.testing.random_weights import synthetic_image
 
     if sample is None:
         return synthetic_image(width, height, 0)
     resized, _ = resize_keep_ratio(load_image(sample), (max(width, height), min(width, height)))
-    if resized.shape[:2] != (height, width):
+    if not any_aspect and resized.shape[:2] != (height, width):
         raise UserError(f"--sample {sample}: resizes to {resized.shape[1]}x{resized.shape[0]}, "
                         f"not the input size {width}x{height} (its aspect ratio differs)")
     return resized
@@ -133,24 +135,11 @@ def second_check_size(test_scale: tuple[int, int], width: int, height: int) -> t
     """The second input size a ``--dynamic`` export is checked at: where ``resize_keep_ratio``
     puts a 4:3 camera image (a 16:9 one when the traced size is already 4:3) for ``test_scale``,
     e.g. 1200x900 next to nuImages' 1600x900 — another width, and a height that needs padding."""
-    from nuimcli.data.transforms import resize_keep_ratio
+    from nuimcli.data.transforms import rescale_size
 
     aspect = (16, 9) if abs(width * 3 - height * 4) <= max(width, height) // 100 else (4, 3)
-    probe = np.zeros((aspect[1] * 40, aspect[0] * 40, 3), dtype=np.uint8)
-    resized, _ = resize_keep_ratio(probe, (max(test_scale), min(test_scale)))
-    return int(resized.shape[1]), int(resized.shape[0])
-
-
-def _dynamic_sample(test_scale: tuple[int, int], sample: Optional[Path]) -> np.ndarray:
-    """The image a ``--dynamic`` export is traced on: ``sample`` resized for ``test_scale``
-    (any aspect ratio), or the synthetic street picture at the test scale."""
-    from nuimcli.data.transforms import load_image, resize_keep_ratio
-    from nuimcli.testing.random_weights import synthetic_image
-
-    long, short = max(test_scale), min(test_scale)
-    if sample is None:
-        return synthetic_image(long, short, 0)
-    return resize_keep_ratio(load_image(sample), (long, short))[0]
+    size, _ = rescale_size(aspect[0] * 40, aspect[1] * 40, (max(test_scale), min(test_scale)))
+    return size
 
 
 def _run_exported(path: Path, fmt: str, image: np.ndarray, device: torch.device, threads: Optional[int]) -> tuple:
@@ -214,10 +203,10 @@ def export_model(*, fmt: str, out: Optional[Path] = None, model: Optional[str] =
                                                  exact=exact), exact=exact)
     p = det.preset
     if dynamic:
-        image = _dynamic_sample(det.test_scale, sample)
-        h, w = image.shape[:2]
         from nuimcli.testing.random_weights import synthetic_image
 
+        image = sample_image(int(max(det.test_scale)), int(min(det.test_scale)), sample, any_aspect=True)
+        h, w = image.shape[:2]
         # seed 1: another picture than the traced one, at another size
         images = [image, synthetic_image(*second_check_size(det.test_scale, w, h), 1)]
     else:
